@@ -1,0 +1,104 @@
+"""Command line: ``cprs compress``, ``cprs train``.
+
+Example:
+    $ cprs compress --query "Who wrote it?" --ratio 0.1 essay.txt
+    $ echo "long text" | cprs compress --query "..." --tokens 200 --json
+    $ cprs train --config cprs_integrations/training/configs/default.json --output runs/critic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cprs_integrations.engine.prompts import GRANULARITIES
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from cprs_integrations.engine.engine import CPRSEngine
+
+    if args.files:
+        texts = [Path(f).read_text(encoding="utf-8") for f in args.files]
+    else:
+        texts = [sys.stdin.read()]
+    budget = {"target_ratio": args.ratio} if args.tokens is None else {"target_tokens": args.tokens}
+    if args.mode == "tags":
+        budget = {}
+    elif args.ratio is None and args.tokens is None:
+        budget = {"target_ratio": 0.1}
+    engine = CPRSEngine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    results = engine.compress(
+        args.query,
+        texts,
+        granularity=args.granularity,
+        mode=args.mode,
+        instruction=args.instruction,
+        per_text_budget=args.per_text_budget,
+        token_counter=args.token_counter,
+        **budget,
+    )
+    if args.json:
+        names = args.files or ["<stdin>"]
+        print(json.dumps([{"file": n, **r.to_dict()} for n, r in zip(names, results)], indent=2, ensure_ascii=False))
+    else:
+        for result in results:
+            print(result.text)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cprs_integrations.training.trainer import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    config = TrainConfig.from_file(args.config)
+    if args.seed is not None:
+        config.seed = args.seed
+    train(config, args.output, resume=args.resume, stop_after_minutes=args.stop_after_minutes)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cprs", description="Query-guided context compression (QwenLong-CPRS).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compress = commands.add_parser("compress", help="compress files (or stdin) for a query")
+    compress.add_argument("files", nargs="*", help="text files; stdin when none")
+    compress.add_argument("--query", required=True)
+    compress.add_argument("--granularity", default="sentence", choices=GRANULARITIES)
+    compress.add_argument("--mode", default="budget", choices=("budget", "tags"))
+    compress.add_argument("--ratio", type=float, default=None, help="share of tokens to keep, in (0, 1]")
+    compress.add_argument("--tokens", type=int, default=None, help="token budget (instead of --ratio)")
+    compress.add_argument("--per-text-budget", action="store_true")
+    compress.add_argument("--instruction", default=None)
+    compress.add_argument("--token-counter", default="o200k_base")
+    compress.add_argument("--model", default=None, help="critic folder or hub id (default: embedded)")
+    compress.add_argument("--device", default=None)
+    compress.add_argument("--dtype", default="auto")
+    compress.add_argument("--json", action="store_true", help="print results as JSON")
+    compress.set_defaults(func=_compress)
+
+    train = commands.add_parser("train", help="train an encoder critic (CPU friendly)")
+    train.add_argument("--config", required=True)
+    train.add_argument("--output", required=True)
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--resume", action="store_true")
+    train.add_argument("--stop-after-minutes", type=float, default=None)
+    train.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"cprs: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

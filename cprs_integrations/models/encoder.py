@@ -1,0 +1,115 @@
+"""The BERT-family encoder critic (the embedded default is all-MiniLM-L6-v2 with a 4-way BIOE head).
+
+Layout per window: ``[CLS] query [SEP] instruction [SEP] window [SEP]``, token type 0 for the prefix and 1 for the
+window. Saved in the standard Hugging Face layout of ``*ForTokenClassification`` (``config.json`` with
+``id2label = {0: B, 1: I, 2: O, 3: E}``, ``model.safetensors``, tokenizer files), so it also loads with
+``AutoModelForTokenClassification``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cprs_integrations.models.base import PromptLayout, TokenCritic, pad_batch, truncate_prefix
+from cprs_integrations.models.tokenization import raw_backend
+
+
+class EncoderCritic(TokenCritic):
+    """Scores windows with a bidirectional encoder and a 4-way token head.
+
+    Args:
+        model: A ``*ForTokenClassification`` model with 4 labels (B, I, O, E).
+        tokenizer: Its fast tokenizer.
+        name_or_path: Where it came from (for messages and caching).
+        batch_size: Default windows per forward pass.
+
+    Example:
+        >>> critic = EncoderCritic.from_pretrained("path/to/critic", device="cpu")  # doctest: +SKIP
+        >>> layout = critic.prompt_layout("Extract sentences.", "Who?", max_prefix_tokens=64)  # doctest: +SKIP
+    """
+
+    kind = "encoder"
+
+    def __init__(self, model: Any, tokenizer: Any, name_or_path: str = "", batch_size: int | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name_or_path = name_or_path
+        config = model.config
+        self.max_sequence_tokens = int(getattr(config, "max_position_embeddings", 512))
+        self.default_window_tokens = self.max_sequence_tokens
+        self.uses_token_types = int(getattr(config, "type_vocab_size", 0) or 0) >= 2
+        on_gpu = self.device.startswith("cuda")
+        self.default_batch_size = batch_size or (64 if on_gpu else 16)
+        self._cls = _required_id(tokenizer, "cls_token_id")
+        self._sep = _required_id(tokenizer, "sep_token_id")
+        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @property
+    def device(self) -> str:
+        return str(next(self.model.parameters()).device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str,
+        *,
+        device: str = "cpu",
+        dtype: Any = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        batch_size: int | None = None,
+    ) -> EncoderCritic:
+        """Load an encoder critic saved in the Hugging Face token-classification layout (safetensors only)."""
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        common = {"revision": revision, "local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        model = AutoModelForTokenClassification.from_pretrained(
+            path, dtype=dtype, use_safetensors=True, attn_implementation="sdpa", **common
+        )
+        return cls(model.to(device), tokenizer, name_or_path=str(path), batch_size=batch_size)
+
+    def prompt_layout(self, instruction: str, query: str, max_prefix_tokens: int) -> PromptLayout:
+        encode = raw_backend(self.tokenizer).encode
+        query_ids = encode(query, add_special_tokens=False).ids
+        instruction_ids = encode(instruction, add_special_tokens=False).ids
+        query_ids, instruction_ids = truncate_prefix(query_ids, instruction_ids, max_prefix_tokens - 4)
+        head = (self._cls, *query_ids, self._sep, *instruction_ids, self._sep)
+        return PromptLayout(head=head, tail=(self._sep,))
+
+    def batch_tensors(self, layout: PromptLayout, windows: list[np.ndarray]) -> dict[str, Any]:
+        """Model inputs for a batch of windows (shared by inference and training)."""
+        import torch
+
+        sequences = [[*layout.head, *w.tolist(), *layout.tail] for w in windows]
+        ids, mask = pad_batch(sequences, self._pad)
+        inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if self.uses_token_types:
+            token_types = np.zeros_like(ids)
+            token_types[:, len(layout.head) :] = 1
+            inputs["token_type_ids"] = torch.from_numpy(token_types * mask)
+        return inputs
+
+    def score_windows(self, layout: PromptLayout, windows: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        device = self.device
+        inputs = {k: v.to(device) for k, v in self.batch_tensors(layout, windows).items()}
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits
+            probs = logits.float().softmax(dim=-1).cpu().numpy()
+        start = len(layout.head)
+        return [probs[row, start : start + len(w)] for row, w in enumerate(windows)]
+
+
+def _required_id(tokenizer: Any, attribute: str) -> int:
+    value = getattr(tokenizer, attribute, None)
+    if value is None:
+        raise ValueError(
+            f"encoder critic tokenizer {type(tokenizer).__name__} has no {attribute}; an encoder critic needs "
+            "[CLS]/[SEP]-style special tokens"
+        )
+    return int(value)

@@ -1,0 +1,395 @@
+"""Train an encoder critic (the embedded default) on CPU: ``cprs train --config FILE --output DIR``.
+
+Recipe (see the model card): HotpotQA train split at sentence / paragraph / keyword granularity plus RULER-style
+synthetic tasks, paragraph-aligned 512-token windows (paragraph order reshuffled each epoch), loss = unit-level BCE
+on the mean keep log-odds of each unit's tokens + ``token_loss_weight`` x token-level keep BCE (``pos_weight``) +
+``tag_loss_weight`` x B/I/E cross-entropy on kept tokens; AdamW with a higher learning rate on the head and top
+layers, warmup then linear decay, bf16 autocast, attention dropout 0. Checkpoints every few minutes; ``--resume``
+continues from the last one with the same data order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cprs_integrations.engine import segment
+from cprs_integrations.engine.selection import token_unit_index
+from cprs_integrations.engine.windows import boundary_token_starts, cut_windows, tokenize_with_offsets
+from cprs_integrations.models.base import ID2LABEL, LABEL2ID, TAG_B, TAG_E, TAG_I, TAG_O
+from cprs_integrations.training.data import Example, hotpot_example, hotpot_records
+from cprs_integrations.training.synthetic import synthetic_examples
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines the trained weights (with the seed and the data files)."""
+
+    seed: int = 13
+    base_model: str = "minilm"
+    window_tokens: int = 512
+    batch_windows: int = 8
+    max_steps: int = 2000
+    lr_head: float = 1e-4
+    lr_body: float = 5e-5
+    high_lr_top_layers: int = 2
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    pos_weight: float = 15.0
+    token_loss_weight: float = 0.5
+    tag_loss_weight: float = 0.2
+    granularity_mix: dict[str, float] = field(
+        default_factory=lambda: {"sentence": 0.6, "paragraph": 0.2, "token": 0.2}
+    )
+    synthetic_per_epoch: int = 1600
+    checkpoint_minutes: float = 10.0
+    bf16: bool = False  # only on CPUs with AMX / AVX-512-BF16: elsewhere bf16 autocast is ~20x slower
+    threads: int = 2
+    log_every: int = 25
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)} in {path}")
+        return cls(**values)
+
+
+@dataclass
+class WindowRecord:
+    head: list[int]
+    tail: list[int]
+    ids: np.ndarray
+    tags: np.ndarray
+    unit_of_token: np.ndarray  # local unit index per token, -1 if none
+    unit_labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.ids) + len(self.tail)
+
+
+def token_tags(offsets: np.ndarray, keep: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """BIOE tags per token: tokens whose start lies in a kept span; first B, last E, middle I, single B."""
+    tags = np.full(len(offsets), TAG_O, dtype=np.int64)
+    if len(offsets) == 0:
+        return tags
+    starts = offsets[:, 0]
+    for s, e in keep:
+        first = int(np.searchsorted(starts, s, side="left"))
+        # a token that begins before the span but ends inside it (e.g. a leading space) counts too
+        if first > 0 and offsets[first - 1, 1] > s:
+            first -= 1
+        last = int(np.searchsorted(starts, e, side="left"))
+        if last <= first:
+            continue
+        tags[first:last] = TAG_I
+        tags[first] = TAG_B
+        if last - first > 1:
+            tags[last - 1] = TAG_E
+    return tags
+
+
+def unit_labels(units: np.ndarray, keep: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """1.0 for units at least half covered by kept spans."""
+    labels = np.zeros(len(units), dtype=np.float32)
+    for i, (us, ue) in enumerate(units.tolist()):
+        covered = sum(max(0, min(ue, e) - max(us, s)) for s, e in keep)
+        labels[i] = 1.0 if covered * 2 >= (ue - us) else 0.0
+    return labels
+
+
+def build_windows(critic: Any, examples: list[Example], window_tokens: int) -> list[WindowRecord]:
+    """Tokenize examples once and cut them into labelled, paragraph-aligned windows."""
+    tokenized = tokenize_with_offsets(critic.tokenizer, [ex.text for ex in examples])
+    records: list[WindowRecord] = []
+    for ex, tok in zip(examples, tokenized):
+        if len(tok) == 0:
+            continue
+        layout = critic.prompt_layout(ex.instruction, ex.query, max_prefix_tokens=window_tokens // 2)
+        tags = token_tags(tok.offsets, ex.keep)
+        units = segment.units_for(ex.granularity, ex.text, tok.offsets, 128)
+        labels = unit_labels(units, ex.keep)
+        unit_of_token = token_unit_index(units, tok.offsets)
+        paragraph_starts = boundary_token_starts(tok.offsets, segment.paragraph_spans(ex.text)[:, 0])
+        sentence_starts = boundary_token_starts(tok.offsets, segment.sentence_spans(ex.text)[:, 0])
+        for start, end in cut_windows(len(tok), window_tokens - layout.overhead, paragraph_starts, sentence_starts):
+            window_units = unit_of_token[start:end]
+            present = np.unique(window_units[window_units >= 0])
+            remap = np.full(len(units) + 1, -1, dtype=np.int64)
+            remap[present] = np.arange(len(present))
+            records.append(
+                WindowRecord(
+                    head=list(layout.head),
+                    tail=list(layout.tail),
+                    ids=tok.ids[start:end],
+                    tags=tags[start:end],
+                    unit_of_token=np.where(window_units >= 0, remap[window_units], -1),
+                    unit_labels=labels[present],
+                )
+            )
+    return records
+
+
+def epoch_examples(config: TrainConfig, epoch: int) -> list[Example]:
+    """The examples of one epoch (deterministic in seed and epoch)."""
+    rng = random.Random(config.seed * 1000 + epoch)
+    names = list(config.granularity_mix)
+    weights = [config.granularity_mix[n] for n in names]
+    examples = [hotpot_example(r, rng.choices(names, weights)[0], rng) for r in hotpot_records("train")]
+    examples += synthetic_examples(rng, config.synthetic_per_epoch)
+    return examples
+
+
+def epoch_batches(config: TrainConfig, records: list[WindowRecord], epoch: int) -> list[list[int]]:
+    """Length-bucketed batches: shuffle, sort within groups of 50 batches, shuffle the batches."""
+    rng = random.Random(config.seed * 7919 + epoch)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    group = config.batch_windows * 50
+    batches: list[list[int]] = []
+    for g in range(0, len(order), group):
+        chunk = sorted(order[g : g + group], key=lambda i: len(records[i]))
+        batches += [chunk[i : i + config.batch_windows] for i in range(0, len(chunk), config.batch_windows)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(records: list[WindowRecord], pad_id: int) -> dict[str, Any]:
+    """Padded model inputs plus flattened labels of the window (content) tokens."""
+    import torch
+
+    longest = max(len(r) for r in records)
+    n = len(records)
+    ids = np.full((n, longest), pad_id, dtype=np.int64)
+    mask = np.zeros((n, longest), dtype=np.int64)
+    types = np.zeros((n, longest), dtype=np.int64)
+    rows, cols, tags, unit_ids, labels = [], [], [], [], []
+    unit_offset = 0
+    for r, rec in enumerate(records):
+        seq = [*rec.head, *rec.ids.tolist(), *rec.tail]
+        ids[r, : len(seq)] = seq
+        mask[r, : len(seq)] = 1
+        types[r, len(rec.head) : len(seq)] = 1
+        positions = np.arange(len(rec.head), len(rec.head) + len(rec.ids))
+        rows.append(np.full(len(positions), r))
+        cols.append(positions)
+        tags.append(rec.tags)
+        unit_ids.append(np.where(rec.unit_of_token >= 0, rec.unit_of_token + unit_offset, -1))
+        labels.append(rec.unit_labels)
+        unit_offset += len(rec.unit_labels)
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "token_type_ids": torch.from_numpy(types),
+        "rows": torch.from_numpy(np.concatenate(rows)),
+        "cols": torch.from_numpy(np.concatenate(cols)),
+        "tags": torch.from_numpy(np.concatenate(tags)),
+        "unit_ids": torch.from_numpy(np.concatenate(unit_ids)),
+        "unit_labels": torch.from_numpy(np.concatenate(labels)),
+    }
+
+
+def critic_loss(logits: Any, batch: dict[str, Any], config: TrainConfig) -> tuple[Any, dict[str, float]]:
+    """Unit BCE + token keep BCE + B/I/E cross-entropy, from the content-token logits."""
+    import torch
+    import torch.nn.functional as F
+
+    token_logits = logits[batch["rows"], batch["cols"]].float()  # (N, 4)
+    tags = batch["tags"]
+    keep_logit = torch.logsumexp(token_logits[:, [TAG_B, TAG_I, TAG_E]], dim=-1) - token_logits[:, TAG_O]
+    is_keep = (tags != TAG_O).float()
+    token_loss = F.binary_cross_entropy_with_logits(
+        keep_logit, is_keep, pos_weight=torch.tensor(config.pos_weight)
+    )
+    unit_ids = batch["unit_ids"]
+    valid = unit_ids >= 0
+    n_units = int(batch["unit_labels"].shape[0])
+    if n_units and bool(valid.any()):
+        sums = torch.zeros(n_units).index_add(0, unit_ids[valid], keep_logit[valid])
+        counts = torch.zeros(n_units).index_add(0, unit_ids[valid], torch.ones(int(valid.sum())))
+        has = counts > 0
+        unit_logit = sums[has] / counts[has]
+        unit_loss = F.binary_cross_entropy_with_logits(unit_logit, batch["unit_labels"][has])
+    else:
+        unit_loss = keep_logit.sum() * 0.0
+    kept = tags != TAG_O
+    if bool(kept.any()):
+        tag_loss = F.cross_entropy(token_logits[kept], tags[kept])
+    else:
+        tag_loss = keep_logit.sum() * 0.0
+    loss = unit_loss + config.token_loss_weight * token_loss + config.tag_loss_weight * tag_loss
+    return loss, {"unit": unit_loss.item(), "token": token_loss.item(), "tag": tag_loss.item()}
+
+
+def new_critic_model(config: TrainConfig) -> tuple[Any, Any]:
+    """The base encoder with a fresh 4-way head (attention dropout 0: the CPU fast path)."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from cprs_integrations.models.testing import minilm_dir
+
+    base = str(minilm_dir()) if config.base_model == "minilm" else config.base_model
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    model = AutoModelForTokenClassification.from_pretrained(
+        base,
+        num_labels=4,
+        id2label=ID2LABEL,
+        label2id=LABEL2ID,
+        attention_probs_dropout_prob=0.0,
+        local_files_only=True,
+        attn_implementation="sdpa",
+    )
+    return model, tokenizer
+
+
+def _optimizer(model: Any, config: TrainConfig) -> Any:
+    import torch
+
+    n_layers = model.config.num_hidden_layers
+    high = {f"bert.encoder.layer.{i}." for i in range(n_layers - config.high_lr_top_layers, n_layers)}
+    head, body = [], []
+    for name, param in model.named_parameters():
+        (head if name.startswith("classifier") or any(name.startswith(h) for h in high) else body).append(param)
+    return torch.optim.AdamW(
+        [{"params": head, "lr": config.lr_head}, {"params": body, "lr": config.lr_body}],
+        weight_decay=config.weight_decay,
+    )
+
+
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    return max(0.0, (config.max_steps - step) / max(1, config.max_steps - config.warmup_steps))
+
+
+def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_after_minutes: float | None = None) -> Path:
+    """Train and save a critic to ``output`` (checkpoints in ``output/checkpoint``).
+
+    Args:
+        config: The recipe.
+        output: Folder for the final critic (standard HF token-classification layout, bf16 safetensors).
+        resume: Continue from ``output/checkpoint`` if it exists.
+        stop_after_minutes: Save a checkpoint and return after this long (resume later to finish).
+    """
+    import torch
+
+    from cprs_integrations.models.encoder import EncoderCritic
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = output / "checkpoint"
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    model, tokenizer = new_critic_model(config)
+    critic = EncoderCritic(model, tokenizer, name_or_path="training")
+    model.train()
+    optimizer = _optimizer(model, config)
+    step, epoch, position = 0, 0, 0
+    history: list[dict[str, float]] = []
+    elapsed_before = 0.0
+    if resume and (checkpoint_dir / "state.pt").is_file():
+        state = torch.load(checkpoint_dir / "state.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        history, elapsed_before = state["history"], state["elapsed"]
+        logger.info("resumed at step %d (epoch %d, batch %d)", step, epoch, position)
+    started = time.time()
+    last_checkpoint = time.time()
+    tokens_seen, window_started = 0, time.time()
+    pad_id = tokenizer.pad_token_id or 0
+    while step < config.max_steps:
+        records = build_windows(critic, epoch_examples(config, epoch), config.window_tokens)
+        batches = epoch_batches(config, records, epoch)
+        logger.info("epoch %d: %d windows, %d batches", epoch, len(records), len(batches))
+        while position < len(batches) and step < config.max_steps:
+            batch = collate([records[i] for i in batches[position]], pad_id)
+            for group in optimizer.param_groups:
+                group["lr"] = (config.lr_head if group is optimizer.param_groups[0] else config.lr_body) * _lr_factor(
+                    step, config
+                )
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"],
+                ).logits
+            loss, parts = critic_loss(logits, batch, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            position += 1
+            tokens_seen += int(batch["attention_mask"].sum())
+            history.append({"step": step, "loss": loss.item(), **parts})
+            if step % config.log_every == 0:
+                rate = tokens_seen / max(1e-9, time.time() - window_started)
+                recent = history[-config.log_every :]
+                mean = {k: sum(h[k] for h in recent) / len(recent) for k in ("loss", "unit", "token", "tag")}
+                eta = (config.max_steps - step) * (time.time() - window_started) / max(1, config.log_every) / 60
+                logger.info(
+                    "step %d/%d epoch %d loss %.4f (unit %.4f token %.4f tag %.4f) %.0f tok/s eta %.0f min",
+                    step, config.max_steps, epoch, mean["loss"], mean["unit"], mean["token"], mean["tag"], rate, eta,
+                )
+                tokens_seen, window_started = 0, time.time()
+            out_of_time = stop_after_minutes is not None and time.time() - started > stop_after_minutes * 60
+            if time.time() - last_checkpoint > config.checkpoint_minutes * 60 or out_of_time:
+                _save_checkpoint(checkpoint_dir, model, optimizer, step, epoch, position, history,
+                                 elapsed_before + time.time() - started)
+                _save_critic(model, tokenizer, output / "latest", config, step, elapsed_before + time.time() - started)
+                last_checkpoint = time.time()
+                if out_of_time:
+                    logger.info("stopping after %.0f minutes at step %d; --resume continues", stop_after_minutes, step)
+                    return output
+        if position >= len(batches):
+            epoch, position = epoch + 1, 0
+    elapsed = elapsed_before + time.time() - started
+    _save_checkpoint(checkpoint_dir, model, optimizer, step, epoch, position, history, elapsed)
+    _save_critic(model, tokenizer, output, config, step, elapsed)
+    logger.info("done: %d steps in %.1f minutes -> %s", step, elapsed / 60, output)
+    return output
+
+
+def _save_checkpoint(folder: Path, model: Any, optimizer: Any, step: int, epoch: int, position: int,
+                     history: list[dict[str, float]], elapsed: float) -> None:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
+             "position": position, "history": history, "elapsed": elapsed}
+    torch.save(state, folder / "state.tmp")
+    (folder / "state.tmp").replace(folder / "state.pt")
+
+
+def _save_critic(model: Any, tokenizer: Any, folder: Path, config: TrainConfig, step: int, elapsed: float) -> None:
+    """Save bf16 weights in the HF token-classification layout, plus the training facts."""
+    import copy
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    export = copy.deepcopy(model).to(torch.bfloat16).eval()
+    export.config.cprs_critic = {"kind": "encoder", "tags": list(ID2LABEL.values()), "trained_steps": step}
+    export.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    facts = {"config": asdict(config), "steps": step, "minutes": round(elapsed / 60, 1), "max_steps": config.max_steps}
+    (folder / "training_facts.json").write_text(json.dumps(facts, indent=2))
+
+
+def lr_schedule_preview(config: TrainConfig) -> list[float]:
+    """LR factor at a few steps (for docs and sanity checks)."""
+    return [_lr_factor(s, config) for s in (0, config.warmup_steps, config.max_steps // 2, config.max_steps - 1)]
+
+
