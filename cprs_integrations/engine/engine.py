@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -240,49 +240,48 @@ class CPRSEngine:
         started = time.perf_counter()
         texts = _check_texts(texts)
         query = _check_query(query)
-        granularity = check_granularity(granularity)
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}")
-        _check_budget(mode, target_ratio, target_tokens)
-        if not isinstance(separator, str):
-            raise TypeError(f"separator must be a string, got {type(separator).__name__}")
-        _positive_int("chunk_tokens", chunk_tokens)
+        options = _SelectOptions.checked(
+            granularity, mode, target_ratio, target_tokens, separator, chunk_tokens, min_span_tokens, gap_fill_tokens
+        )
         if instruction is None:
-            instruction = instruction_for(granularity, language)
+            instruction = instruction_for(options.granularity, language)
         elif not isinstance(instruction, str) or not instruction.strip():
             raise ValueError(f"instruction must be a non-empty string or None, got {instruction!r}")
         count_tokens = resolve_token_counter(token_counter)
-
         scored, timings = self._score(query, texts, instruction, show_progress)
-        select_started = time.perf_counter()
-        units = [
-            segment.units_for(granularity, s.text, s.offsets, chunk_tokens) if s.text.strip() else _no_units()
-            for s in scored
-        ]
-        original = [count_tokens(t) if t else 0 for t in texts]
-        if mode == "tags":
-            selections = [
-                select_by_tags(
-                    s.probs,
-                    s.offsets,
-                    None if granularity == "token" else u,
-                    gap_fill_tokens=gap_fill_tokens,
-                    min_span_tokens=min_span_tokens,
-                )
-                for s, u in zip(scored, units)
-            ]
-        else:
-            scores = [unit_scores(u, s.offsets, s.probs) for s, u in zip(scored, units)]
-            groups = list(range(len(texts))) if per_text_budget else [0] * len(texts)
-            budgets = _budgets(original, per_text_budget, target_ratio, target_tokens)
-            selections = select_under_budgets(texts, units, scores, budgets, groups, count_tokens, separator)
-        timings["select_s"] = time.perf_counter() - select_started
-        timings["total_s"] = time.perf_counter() - started
-        best = [_best_token_score(s) for s in scored]
-        return [
-            _result(text, selection, original[i], count_tokens, granularity, mode, separator, timings, best[i])
-            for i, (text, selection) in enumerate(zip(texts, selections))
-        ]
+        results = _select(scored, options, count_tokens, per_text_budget)
+        total = time.perf_counter() - started
+        return [replace(r, timings={**timings, **r.timings, "total_s": total}) for r in results]
+
+    def select(
+        self,
+        scored: Sequence[TokenScores],
+        *,
+        granularity: str = "sentence",
+        mode: str = "budget",
+        target_ratio: float | None = None,
+        target_tokens: int | None = None,
+        token_counter: Any = "o200k_base",
+        per_text_budget: bool = False,
+        separator: str = " ... ",
+        chunk_tokens: int = 128,
+        min_span_tokens: int = 4,
+        gap_fill_tokens: int = 20,
+    ) -> list[CompressionResult]:
+        """Selection alone, on scores from :meth:`score`: try several budgets or modes without re-scoring.
+
+        ``engine.compress(q, texts, **opts)`` equals ``engine.select(engine.score(q, texts), **opts)`` (same
+        instruction and granularity), up to timings. Arguments mean what they mean in :meth:`compress`.
+
+        Example:
+            >>> scored = engine.score("Who?", texts)  # doctest: +SKIP
+            >>> at_5x = engine.select(scored, target_ratio=0.2)  # doctest: +SKIP
+            >>> at_10x = engine.select(scored, target_ratio=0.1)  # doctest: +SKIP
+        """
+        options = _SelectOptions.checked(
+            granularity, mode, target_ratio, target_tokens, separator, chunk_tokens, min_span_tokens, gap_fill_tokens
+        )
+        return _select(list(scored), options, resolve_token_counter(token_counter), per_text_budget)
 
     async def acompress(self, query: str, texts: Sequence[str], **options: Any) -> list[CompressionResult]:
         """:meth:`compress` in a worker thread, so the event loop is never blocked."""
@@ -403,6 +402,76 @@ class CPRSEngine:
         )
 
 
+@dataclass(frozen=True)
+class _SelectOptions:
+    granularity: str
+    mode: str
+    target_ratio: float | None
+    target_tokens: int | None
+    separator: str
+    chunk_tokens: int
+    min_span_tokens: int
+    gap_fill_tokens: int
+
+    @classmethod
+    def checked(
+        cls,
+        granularity: Any,
+        mode: Any,
+        target_ratio: Any,
+        target_tokens: Any,
+        separator: Any,
+        chunk_tokens: Any,
+        min_span_tokens: Any,
+        gap_fill_tokens: Any,
+    ) -> _SelectOptions:
+        granularity = check_granularity(granularity)
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}")
+        _check_budget(mode, target_ratio, target_tokens)
+        if not isinstance(separator, str):
+            raise TypeError(f"separator must be a string, got {type(separator).__name__}")
+        _positive_int("chunk_tokens", chunk_tokens)
+        _non_negative_int("min_span_tokens", min_span_tokens)
+        _positive_int("gap_fill_tokens", gap_fill_tokens)
+        return cls(
+            granularity, mode, target_ratio, target_tokens, separator, chunk_tokens, min_span_tokens, gap_fill_tokens
+        )
+
+
+def _select(
+    scored: list[TokenScores], options: _SelectOptions, count_tokens: Callable[[str], int], per_text_budget: bool
+) -> list[CompressionResult]:
+    started = time.perf_counter()
+    texts = [s.text for s in scored]
+    units = [
+        segment.units_for(options.granularity, s.text, s.offsets, options.chunk_tokens) if s.text.strip() else _no_units()
+        for s in scored
+    ]
+    original = [count_tokens(t) if t else 0 for t in texts]
+    if options.mode == "tags":
+        selections = [
+            select_by_tags(
+                s.probs,
+                s.offsets,
+                None if options.granularity == "token" else u,
+                gap_fill_tokens=options.gap_fill_tokens,
+                min_span_tokens=options.min_span_tokens,
+            )
+            for s, u in zip(scored, units)
+        ]
+    else:
+        scores = [unit_scores(u, s.offsets, s.probs) for s, u in zip(scored, units)]
+        groups = list(range(len(texts))) if per_text_budget else [0] * len(texts)
+        budgets = _budgets(original, per_text_budget, options.target_ratio, options.target_tokens)
+        selections = select_under_budgets(texts, units, scores, budgets, groups, count_tokens, options.separator)
+    timings = {"select_s": time.perf_counter() - started}
+    return [
+        _result(s.text, selection, original[i], count_tokens, options, timings, _best_token_score(s))
+        for i, (s, selection) in enumerate(zip(scored, selections))
+    ]
+
+
 # --------------------------------------------------------------------------------------------------- helpers
 
 
@@ -439,6 +508,12 @@ def _check_budget(mode: str, target_ratio: Any, target_tokens: Any) -> None:
             raise ValueError(f"target_ratio must be in (0, 1] (0.1 keeps 10%), got {target_ratio!r}")
     if target_tokens is not None:
         _positive_int("target_tokens", target_tokens)
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -483,22 +558,20 @@ def _result(
     selection: Selection,
     original_tokens: int,
     count_tokens: Callable[[str], int],
-    granularity: str,
-    mode: str,
-    separator: str,
+    options: _SelectOptions,
     timings: dict[str, float],
     best: float,
 ) -> CompressionResult:
-    compressed = join_spans(text, selection.spans, separator)
+    compressed = join_spans(text, selection.spans, options.separator)
     return CompressionResult(
         text=compressed,
         spans=tuple(KeptSpan(int(s), int(e), float(sc)) for (s, e), sc in zip(selection.spans, selection.scores)),
         source=text,
         original_tokens=original_tokens,
         compressed_tokens=count_tokens(compressed) if compressed else 0,
-        granularity=granularity,
-        mode=mode,
-        separator=separator,
+        granularity=options.granularity,
+        mode=options.mode,
+        separator=options.separator,
         timings=dict(timings),
         score=best,
     )

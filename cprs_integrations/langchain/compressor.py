@@ -1,0 +1,122 @@
+"""CPRSDocumentCompressor: query-guided compression of retrieved documents, as a LangChain document compressor."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from copy import deepcopy
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.documents import BaseDocumentCompressor, Document
+from pydantic import Field
+
+from cprs_integrations.langchain._settings import CompressionSettings, check_query
+
+if TYPE_CHECKING:
+    from cprs_integrations.engine.result import CompressionResult
+
+#: The metadata key under which the compressor and the retriever put their figures.
+METADATA_KEY = "cprs"
+
+
+class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
+    """Keep only the parts of each document that a CPRS critic finds relevant to the query.
+
+    Every document is cut into units (sentences by default), the critic scores them for the query, and the best
+    units are kept under one token budget shared by all the documents of a call (``per_document_budget=True``
+    gives each document its own). With neither ``target_ratio`` nor ``target_tokens``, 20% of the tokens are kept.
+
+    The output is new ``Document`` objects in input order: the kept slices of ``page_content`` joined by
+    ``separator``, the ``id`` of the input document, a deep copy of its metadata, and the figures of the
+    compression under ``metadata["cprs"]``: ``spans`` (``[start, end, score]`` character offsets into the input
+    ``page_content``), ``score`` (best keep score of the document), ``original_tokens``, ``compressed_tokens``,
+    ``ratio`` (``None`` when nothing was kept), ``granularity`` and ``mode``. The caller's documents are never
+    changed. Documents with nothing kept are dropped unless ``drop_empty=False``.
+
+    The critic loads on first use (``CPRSEngine.shared(model, **engine_kwargs)``), or pass ``engine=``.
+
+    Example:
+        >>> from langchain_classic.retrievers import ContextualCompressionRetriever
+        >>> compressor = CPRSDocumentCompressor(target_ratio=0.1)
+        >>> retriever = ContextualCompressionRetriever(
+        ...     base_compressor=compressor, base_retriever=vector_store.as_retriever(search_kwargs={"k": 20})
+        ... )  # doctest: +SKIP
+        >>> docs = retriever.invoke("Who directed Ed Wood?")  # doctest: +SKIP
+        >>> docs[0].metadata["cprs"]["ratio"]  # doctest: +SKIP
+        9.6
+    """
+
+    drop_empty: bool = Field(
+        default=True,
+        description="Drop documents with nothing kept; False keeps them with an empty page_content.",
+    )
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Compress ``documents`` for ``query``.
+
+        Args:
+            documents: The retrieved documents (not modified).
+            query: What the user asks (non-empty).
+            callbacks: Accepted for the interface. The engine is not a LangChain runnable and emits no events of
+                its own (like langchain-classic's ``CrossEncoderReranker``); the figures of the compression are in
+                each output document's ``metadata["cprs"]``, which the calling retriever reports on its end event.
+
+        Returns:
+            New documents in input order (those with nothing kept left out when ``drop_empty``).
+
+        Raises:
+            ValueError: empty query.
+        """
+        query = check_query(query)
+        documents = list(documents)
+        if not documents:
+            return []
+        results = self.get_engine().compress(
+            query, [doc.page_content for doc in documents], **self.compress_options()
+        )
+        return self._to_documents(documents, results)
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """:meth:`compress_documents` without blocking the event loop (the critic runs in a worker thread)."""
+        query = check_query(query)
+        documents = list(documents)
+        if not documents:
+            return []
+        engine = await self.aget_engine()
+        results = await engine.acompress(query, [doc.page_content for doc in documents], **self.compress_options())
+        return self._to_documents(documents, results)
+
+    def _to_documents(self, documents: list[Document], results: list[CompressionResult]) -> list[Document]:
+        out = []
+        for doc, result in zip(documents, results):
+            if self.drop_empty and not result.spans:
+                continue
+            metadata = deepcopy(doc.metadata)
+            metadata[METADATA_KEY] = compression_metadata(result)
+            out.append(doc.model_copy(update={"page_content": result.text, "metadata": metadata}))
+        return out
+
+
+def compression_metadata(result: CompressionResult) -> dict[str, Any]:
+    """The figures of one compression, as stored under ``metadata["cprs"]`` (JSON-ready)."""
+    ratio = result.ratio
+    return {
+        "spans": [[span.start, span.end, span.score] for span in result.spans],
+        "score": result.score,
+        "original_tokens": result.original_tokens,
+        "compressed_tokens": result.compressed_tokens,
+        "ratio": None if math.isinf(ratio) else ratio,
+        "granularity": result.granularity,
+        "mode": result.mode,
+    }

@@ -1,0 +1,334 @@
+"""Agent memory pruning: compress the older turns of a chat history under a token budget, keep the rest verbatim.
+
+What is kept verbatim: every ``SystemMessage`` and the last ``keep_last_turns`` turns (a turn starts at a
+``HumanMessage``). What is compressed: the text of every other message (string content, or the text blocks of a
+list content; other blocks are kept as they are). An ``AIMessage`` with tool calls and a ``ToolMessage`` keep their
+structure (``tool_calls``, ``tool_call_id``, ``name``, ``id``) and are never dropped, even when their text is
+compressed to nothing, because a tool result without its call (or the reverse) is rejected by chat providers.
+Other older messages whose text is compressed to nothing are dropped.
+
+Budget: ``max_tokens`` counts the tokens of each text part of the returned messages (string content or text
+block) with ``token_counter``, summed; roles, tool-call arguments and non-text blocks are not counted. The older
+text gets what the verbatim parts leave. If the verbatim parts alone exceed ``max_tokens``, the older text is
+compressed to nothing and the verbatim parts are still returned untouched: the result is then above
+``max_tokens`` (a warning is logged). A history already within ``max_tokens`` is returned as it is (copied).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from copy import deepcopy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    MessageLikeRepresentation,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from pydantic import Field
+
+from cprs_integrations.engine.budget import resolve_token_counter
+from cprs_integrations.langchain._settings import EngineSettings, check_query
+
+if TYPE_CHECKING:
+    from cprs_integrations.engine.engine import CPRSEngine
+
+logger = logging.getLogger(__name__)
+
+MessagesInput = Sequence[MessageLikeRepresentation] | PromptValue
+
+
+@dataclass(frozen=True)
+class _TextPart:
+    """One compressible piece of text: ``messages[message].content`` (block ``None``) or one of its blocks."""
+
+    message: int
+    block: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to keep verbatim, what to compress, under which budget."""
+
+    messages: list[BaseMessage]
+    verbatim: list[bool]
+    parts: list[_TextPart]
+    budget: int
+    query: str
+    fits: bool
+
+
+def prune_messages(
+    messages: MessagesInput,
+    query: str | None = None,
+    *,
+    max_tokens: int,
+    engine: CPRSEngine | None = None,
+    keep_last_turns: int = 1,
+    granularity: Literal["token", "sentence", "paragraph", "chunk"] = "sentence",
+    instruction: str | None = None,
+    token_counter: Any = "o200k_base",
+    separator: str = " ... ",
+) -> list[BaseMessage]:
+    """Compress the older turns of a chat history so that its text fits ``max_tokens``.
+
+    See the module docstring for what is kept verbatim, what is compressed and how the budget is counted.
+
+    Args:
+        messages: The history (messages, message-like tuples / dicts, or a ``ChatPromptValue``); not modified.
+        query: What the older turns are compressed for; default: the text of the last ``HumanMessage``.
+        max_tokens: Token budget of the returned text (a non-negative integer).
+        engine: The engine; default ``CPRSEngine.shared()`` (the embedded default critic), loaded only when
+            something must be compressed.
+        keep_last_turns: Number of last turns kept verbatim (0 compresses every turn; system messages stay).
+        granularity: Unit of selection in the older text: ``token``, ``sentence``, ``paragraph`` or ``chunk``.
+        instruction: Free-text instruction for the critic (default: the template of ``granularity``).
+        token_counter: How tokens are counted: a tiktoken encoding name, an HF tokenizer or a ``str -> int``.
+        separator: Inserted between non-adjacent kept slices of one text (its tokens count).
+
+    Returns:
+        New message objects in the input order.
+
+    Raises:
+        ValueError: bad ``max_tokens`` / ``keep_last_turns``, empty ``query``, or no query at all (none given
+            and no human text) when something must be compressed.
+
+    Example:
+        >>> pruned = prune_messages(history, max_tokens=2000)  # doctest: +SKIP
+        >>> [type(m).__name__ for m in pruned]  # doctest: +SKIP
+        ['SystemMessage', 'HumanMessage', 'AIMessage', 'ToolMessage', 'AIMessage', 'HumanMessage']
+    """
+    plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter)
+    if not plan.parts or plan.budget <= 0:
+        return _assemble(plan, [])
+    engine = engine if engine is not None else _shared_engine()
+    results = engine.compress(
+        plan.query,
+        [part.text for part in plan.parts],
+        target_tokens=plan.budget,
+        granularity=granularity,
+        instruction=instruction,
+        token_counter=token_counter,
+        separator=separator,
+    )
+    return _assemble(plan, [result.text for result in results])
+
+
+async def aprune_messages(
+    messages: MessagesInput,
+    query: str | None = None,
+    *,
+    max_tokens: int,
+    engine: CPRSEngine | None = None,
+    keep_last_turns: int = 1,
+    granularity: Literal["token", "sentence", "paragraph", "chunk"] = "sentence",
+    instruction: str | None = None,
+    token_counter: Any = "o200k_base",
+    separator: str = " ... ",
+) -> list[BaseMessage]:
+    """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread)."""
+    plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter)
+    if not plan.parts or plan.budget <= 0:
+        return _assemble(plan, [])
+    if engine is None:
+        engine = await asyncio.to_thread(_shared_engine)
+    results = await engine.acompress(
+        plan.query,
+        [part.text for part in plan.parts],
+        target_tokens=plan.budget,
+        granularity=granularity,
+        instruction=instruction,
+        token_counter=token_counter,
+        separator=separator,
+    )
+    return _assemble(plan, [result.text for result in results])
+
+
+class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list[BaseMessage]]):
+    """A runnable that prunes a chat history with :func:`prune_messages`: put it in front of a chat model.
+
+    Its input is a list of messages (or a ``ChatPromptValue``), its output the pruned list; ``invoke``,
+    ``ainvoke``, ``batch`` and ``|`` work as for any runnable, and each call is traced as one chain run.
+
+    Example:
+        >>> pruner = CPRSMessagePruner(max_tokens=4000, keep_last_turns=2)
+        >>> chain = prompt | pruner | chat_model  # doctest: +SKIP
+        >>> pruned = pruner.invoke(history)  # doctest: +SKIP
+    """
+
+    max_tokens: int = Field(ge=0, description="Token budget of the text of the returned messages.")
+    query: str | None = Field(
+        default=None,
+        description="What older turns are compressed for; None uses the text of the last HumanMessage.",
+    )
+    keep_last_turns: int = Field(default=1, ge=0, description="Number of last turns kept verbatim.")
+    granularity: Literal["token", "sentence", "paragraph", "chunk"] = Field(
+        default="sentence", description="Unit of selection in the older text."
+    )
+    instruction: str | None = Field(
+        default=None, description="Free-text instruction for the critic; None uses the granularity's template."
+    )
+    token_counter: Any = Field(
+        default="o200k_base",
+        description="How tokens are counted: a tiktoken encoding name, an HF tokenizer or a str -> int callable.",
+    )
+    separator: str = Field(default=" ... ", description="Inserted between non-adjacent kept slices of one text.")
+
+    def invoke(self, input: MessagesInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
+        """Prune ``input`` (a list of messages or a prompt value)."""
+        return self._call_with_config(self._prune, input, config, **kwargs)
+
+    async def ainvoke(
+        self, input: MessagesInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[BaseMessage]:
+        """Prune ``input`` without blocking the event loop."""
+        return await self._acall_with_config(self._aprune, input, config, **kwargs)
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "max_tokens": self.max_tokens,
+            "keep_last_turns": self.keep_last_turns,
+            "granularity": self.granularity,
+            "instruction": self.instruction,
+            "token_counter": self.token_counter,
+            "separator": self.separator,
+        }
+
+    def _prune(self, messages: MessagesInput) -> list[BaseMessage]:
+        return prune_messages(messages, self.query, engine=self._engine_if_needed(), **self._options())
+
+    async def _aprune(self, messages: MessagesInput) -> list[BaseMessage]:
+        engine = self.engine if self.engine is not None or self.model is not None or self.engine_kwargs else None
+        if engine is None and (self.model is not None or self.engine_kwargs):
+            engine = await self.aget_engine()
+        return await aprune_messages(messages, self.query, engine=engine, **self._options())
+
+    def _engine_if_needed(self) -> CPRSEngine | None:
+        # None lets prune_messages load the shared default only when something must be compressed.
+        if self.engine is None and self.model is None and not self.engine_kwargs:
+            return None
+        return self.get_engine()
+
+
+# ----------------------------------------------------------------------------------------------- internals
+
+
+def _shared_engine() -> CPRSEngine:
+    from cprs_integrations.engine.engine import CPRSEngine
+
+    return CPRSEngine.shared()
+
+
+def _plan(
+    messages: MessagesInput, query: str | None, max_tokens: int, keep_last_turns: int, token_counter: Any
+) -> _Plan:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
+    if isinstance(keep_last_turns, bool) or not isinstance(keep_last_turns, int) or keep_last_turns < 0:
+        raise ValueError(f"keep_last_turns must be a non-negative integer, got {keep_last_turns!r}")
+    if isinstance(messages, (str, BaseMessage)):
+        raise TypeError(f"messages must be a list of messages, got a single {type(messages).__name__}")
+    messages = convert_to_messages(messages)
+    count = resolve_token_counter(token_counter)
+
+    human = [i for i, m in enumerate(messages) if isinstance(m, HumanMessage)]
+    if keep_last_turns == 0 or not human:
+        verbatim_from = len(messages)
+    else:
+        verbatim_from = human[-min(keep_last_turns, len(human))]
+    verbatim = [isinstance(m, SystemMessage) or i >= verbatim_from for i, m in enumerate(messages)]
+
+    verbatim_tokens = sum(count(p.text) for i, m in enumerate(messages) if verbatim[i] for p in _text_parts(i, m))
+    parts = [p for i, m in enumerate(messages) if not verbatim[i] for p in _text_parts(i, m) if p.text.strip()]
+    older_tokens = sum(count(p.text) for p in parts)
+    fits = verbatim_tokens + older_tokens <= max_tokens
+    if not fits and verbatim_tokens > max_tokens:
+        logger.warning(
+            "cprs: the system messages and last %d turn(s) hold %d tokens, above max_tokens=%d; older turns are "
+            "compressed to nothing and the result stays above the budget",
+            keep_last_turns,
+            verbatim_tokens,
+            max_tokens,
+        )
+    if query is None:
+        query = _default_query(messages, human) if not fits else ""
+    elif not fits:
+        query = check_query(query)
+    return _Plan(messages, verbatim, parts, max_tokens - verbatim_tokens, query, fits)
+
+
+def _default_query(messages: list[BaseMessage], human: list[int]) -> str:
+    for i in reversed(human):
+        text = messages[i].text
+        if text.strip():
+            return text
+    raise ValueError("no query: pass query=, or end the history with a HumanMessage that has text")
+
+
+def _text_parts(index: int, message: BaseMessage) -> list[_TextPart]:
+    if isinstance(message.content, str):
+        return [_TextPart(index, None, message.content)]
+    parts = []
+    for j, block in enumerate(message.content):
+        if isinstance(block, str):
+            parts.append(_TextPart(index, j, block))
+        elif isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            parts.append(_TextPart(index, j, block["text"]))
+    return parts
+
+
+def _keeps_structure(message: BaseMessage) -> bool:
+    """Tool calls and tool results must stay paired: such messages are never dropped."""
+    if isinstance(message, ToolMessage):
+        return True
+    return isinstance(message, AIMessage) and bool(message.tool_calls or message.invalid_tool_calls)
+
+
+def _copy(message: BaseMessage, **update: Any) -> BaseMessage:
+    return message.model_copy(update=update or None, deep=True)
+
+
+def _assemble(plan: _Plan, texts: list[str]) -> list[BaseMessage]:
+    new_text: dict[tuple[int, int | None], str] = {
+        (part.message, part.block): text for part, text in zip(plan.parts, texts)
+    }
+    out = []
+    for i, message in enumerate(plan.messages):
+        if plan.verbatim[i]:
+            out.append(_copy(message))
+            continue
+        had_text = any(p.text.strip() for p in _text_parts(i, message))
+        content = _compressed_content(i, message.content, new_text)
+        if had_text and not content and not _keeps_structure(message):
+            continue
+        out.append(_copy(message, content=content))
+    return out
+
+
+def _compressed_content(
+    index: int, content: str | list[Any], new_text: dict[tuple[int, int | None], str]
+) -> str | list[Any]:
+    if isinstance(content, str):
+        return new_text.get((index, None), "" if not content.strip() else content)
+    blocks: list[Any] = []
+    for j, block in enumerate(content):
+        is_text = isinstance(block, str) or (
+            isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+        )
+        if not is_text:
+            blocks.append(deepcopy(block))
+            continue
+        text = new_text.get((index, j), "")
+        if not text:
+            continue
+        blocks.append(text if isinstance(block, str) else {**deepcopy(block), "text": text})
+    return blocks
