@@ -82,14 +82,16 @@ class CPRSEngine:
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
     ):
         self.critic = critic
-        self.window_tokens = _positive_int("window_tokens", window_tokens or critic.default_window_tokens)
+        self.window_tokens = _positive_int(
+            "window_tokens", critic.default_window_tokens if window_tokens is None else window_tokens
+        )
         if self.window_tokens > critic.max_sequence_tokens:
             raise ValueError(
                 f"window_tokens={self.window_tokens} exceeds what the critic accepts ({critic.max_sequence_tokens})"
             )
         if self.window_tokens < 16:
             raise ValueError(f"window_tokens must be >= 16 (prefix plus content), got {self.window_tokens}")
-        self.batch_size = _positive_int("batch_size", batch_size or critic.default_batch_size)
+        self.batch_size = _positive_int("batch_size", critic.default_batch_size if batch_size is None else batch_size)
         self.max_input_tokens = _positive_int("max_input_tokens", max_input_tokens)
         self._workers = [critic, *replicas]
         self._worker_locks = [threading.Lock() for _ in self._workers]

@@ -221,7 +221,7 @@ def select_under_budgets(
     candidates.sort()
     remaining = list(budgets)
     chosen: list[list[int]] = [[] for _ in texts]
-    cheapest = 1 + separator_cost  # no unit costs less: once every group has less left, stop scanning
+    cheapest = 1  # no unit costs less: once every group has less left, stop scanning
     for _, t, u in candidates:
         group = groups[t]
         if remaining[group] < cheapest:
@@ -229,7 +229,8 @@ def select_under_budgets(
                 break
             continue
         start, end = units[t][u]
-        cost = count_tokens(texts[t][int(start) : int(end)]) + separator_cost
+        # the first span of a text needs no separator; later ones are charged one even if they end up adjacent
+        cost = count_tokens(texts[t][int(start) : int(end)]) + (separator_cost if chosen[t] else 0)
         if cost <= remaining[group]:
             chosen[t].append(u)
             remaining[group] -= cost

@@ -108,7 +108,7 @@ class CompressionSettings(EngineSettings):
     )
     token_counter: Any = Field(
         default="o200k_base",
-        description="How budget tokens are counted: a tiktoken encoding name, an HF tokenizer or a str -> int callable.",
+        description="How budget tokens are counted: tiktoken encoding name, HF tokenizer or str -> int callable.",
     )
     separator: str = Field(
         default=" ... ",

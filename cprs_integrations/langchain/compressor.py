@@ -77,9 +77,7 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         documents = list(documents)
         if not documents:
             return []
-        results = self.get_engine().compress(
-            query, [doc.page_content for doc in documents], **self.compress_options()
-        )
+        results = self.get_engine().compress(query, [doc.page_content for doc in documents], **self.compress_options())
         return self._to_documents(documents, results)
 
     async def acompress_documents(

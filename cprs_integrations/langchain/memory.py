@@ -16,8 +16,9 @@ compressed to nothing and the verbatim parts are still returned untouched: the r
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,14 +58,13 @@ class _TextPart:
 
 @dataclass(frozen=True)
 class _Plan:
-    """What to keep verbatim, what to compress, under which budget."""
+    """What to keep verbatim, what to compress (``parts``), under which budget (tokens left for ``parts``)."""
 
     messages: list[BaseMessage]
     verbatim: list[bool]
     parts: list[_TextPart]
     budget: int
     query: str
-    fits: bool
 
 
 def prune_messages(
@@ -108,19 +108,8 @@ def prune_messages(
         ['SystemMessage', 'HumanMessage', 'AIMessage', 'ToolMessage', 'AIMessage', 'HumanMessage']
     """
     plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter)
-    if not plan.parts or plan.budget <= 0:
-        return _assemble(plan, [])
-    engine = engine if engine is not None else _shared_engine()
-    results = engine.compress(
-        plan.query,
-        [part.text for part in plan.parts],
-        target_tokens=plan.budget,
-        granularity=granularity,
-        instruction=instruction,
-        token_counter=token_counter,
-        separator=separator,
-    )
-    return _assemble(plan, [result.text for result in results])
+    options = {"granularity": granularity, "instruction": instruction, "token_counter": token_counter}
+    return _prune(plan, (lambda: engine) if engine is not None else _shared_engine, separator=separator, **options)
 
 
 async def aprune_messages(
@@ -137,20 +126,9 @@ async def aprune_messages(
 ) -> list[BaseMessage]:
     """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread)."""
     plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter)
-    if not plan.parts or plan.budget <= 0:
-        return _assemble(plan, [])
-    if engine is None:
-        engine = await asyncio.to_thread(_shared_engine)
-    results = await engine.acompress(
-        plan.query,
-        [part.text for part in plan.parts],
-        target_tokens=plan.budget,
-        granularity=granularity,
-        instruction=instruction,
-        token_counter=token_counter,
-        separator=separator,
-    )
-    return _assemble(plan, [result.text for result in results])
+    options = {"granularity": granularity, "instruction": instruction, "token_counter": token_counter}
+    get_engine = (lambda: engine) if engine is not None else _shared_engine
+    return await _aprune(plan, get_engine, separator=separator, **options)
 
 
 class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list[BaseMessage]]):
@@ -185,38 +163,29 @@ class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list
 
     def invoke(self, input: MessagesInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
         """Prune ``input`` (a list of messages or a prompt value)."""
-        return self._call_with_config(self._prune, input, config, **kwargs)
+        return self._call_with_config(self._prune, input, config)
 
     async def ainvoke(
         self, input: MessagesInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[BaseMessage]:
         """Prune ``input`` without blocking the event loop."""
-        return await self._acall_with_config(self._aprune, input, config, **kwargs)
+        return await self._acall_with_config(self._aprune, input, config)
+
+    def _prune(self, messages: MessagesInput) -> list[BaseMessage]:
+        plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter)
+        return _prune(plan, self.get_engine, **self._options())
+
+    async def _aprune(self, messages: MessagesInput) -> list[BaseMessage]:
+        plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter)
+        return await _aprune(plan, self.get_engine, **self._options())
 
     def _options(self) -> dict[str, Any]:
         return {
-            "max_tokens": self.max_tokens,
-            "keep_last_turns": self.keep_last_turns,
             "granularity": self.granularity,
             "instruction": self.instruction,
             "token_counter": self.token_counter,
             "separator": self.separator,
         }
-
-    def _prune(self, messages: MessagesInput) -> list[BaseMessage]:
-        return prune_messages(messages, self.query, engine=self._engine_if_needed(), **self._options())
-
-    async def _aprune(self, messages: MessagesInput) -> list[BaseMessage]:
-        engine = self.engine if self.engine is not None or self.model is not None or self.engine_kwargs else None
-        if engine is None and (self.model is not None or self.engine_kwargs):
-            engine = await self.aget_engine()
-        return await aprune_messages(messages, self.query, engine=engine, **self._options())
-
-    def _engine_if_needed(self) -> CPRSEngine | None:
-        # None lets prune_messages load the shared default only when something must be compressed.
-        if self.engine is None and self.model is None and not self.engine_kwargs:
-            return None
-        return self.get_engine()
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -226,6 +195,24 @@ def _shared_engine() -> CPRSEngine:
     from cprs_integrations.engine.engine import CPRSEngine
 
     return CPRSEngine.shared()
+
+
+def _prune(plan: _Plan, get_engine: Callable[[], CPRSEngine], **options: Any) -> list[BaseMessage]:
+    """Compress the plan's older text with the engine (loaded only if needed) and rebuild the messages."""
+    if not plan.parts or plan.budget <= 0:
+        return _assemble(plan, [])
+    texts = [part.text for part in plan.parts]
+    results = get_engine().compress(plan.query, texts, target_tokens=plan.budget, **options)
+    return _assemble(plan, [result.text for result in results])
+
+
+async def _aprune(plan: _Plan, get_engine: Callable[[], CPRSEngine], **options: Any) -> list[BaseMessage]:
+    if not plan.parts or plan.budget <= 0:
+        return _assemble(plan, [])
+    engine = await asyncio.to_thread(get_engine)  # the first call loads the critic: not on the event loop
+    texts = [part.text for part in plan.parts]
+    results = await engine.acompress(plan.query, texts, target_tokens=plan.budget, **options)
+    return _assemble(plan, [result.text for result in results])
 
 
 def _plan(
@@ -241,17 +228,18 @@ def _plan(
     count = resolve_token_counter(token_counter)
 
     human = [i for i, m in enumerate(messages) if isinstance(m, HumanMessage)]
-    if keep_last_turns == 0 or not human:
-        verbatim_from = len(messages)
-    else:
-        verbatim_from = human[-min(keep_last_turns, len(human))]
+    # The verbatim tail starts at the HumanMessage that opens the last `keep_last_turns` turns.
+    verbatim_from = human[-min(keep_last_turns, len(human))] if keep_last_turns and human else len(messages)
     verbatim = [isinstance(m, SystemMessage) or i >= verbatim_from for i, m in enumerate(messages)]
 
+    if query is not None:
+        query = check_query(query)
     verbatim_tokens = sum(count(p.text) for i, m in enumerate(messages) if verbatim[i] for p in _text_parts(i, m))
-    parts = [p for i, m in enumerate(messages) if not verbatim[i] for p in _text_parts(i, m) if p.text.strip()]
-    older_tokens = sum(count(p.text) for p in parts)
-    fits = verbatim_tokens + older_tokens <= max_tokens
-    if not fits and verbatim_tokens > max_tokens:
+    parts = [p for i, m in enumerate(messages) if not verbatim[i] for p in _text_parts(i, m)]
+    if verbatim_tokens + sum(count(p.text) for p in parts) <= max_tokens:
+        # Already within budget: nothing to compress, every message is copied as it is.
+        return _Plan(messages, [True] * len(messages), [], max_tokens - verbatim_tokens, query or "")
+    if verbatim_tokens > max_tokens:
         logger.warning(
             "cprs: the system messages and last %d turn(s) hold %d tokens, above max_tokens=%d; older turns are "
             "compressed to nothing and the result stays above the budget",
@@ -260,15 +248,13 @@ def _plan(
             max_tokens,
         )
     if query is None:
-        query = _default_query(messages, human) if not fits else ""
-    elif not fits:
-        query = check_query(query)
-    return _Plan(messages, verbatim, parts, max_tokens - verbatim_tokens, query, fits)
+        query = _default_query(messages, human)
+    return _Plan(messages, verbatim, parts, max_tokens - verbatim_tokens, query)
 
 
 def _default_query(messages: list[BaseMessage], human: list[int]) -> str:
     for i in reversed(human):
-        text = messages[i].text
+        text = str(messages[i].text)
         if text.strip():
             return text
     raise ValueError("no query: pass query=, or end the history with a HumanMessage that has text")
@@ -277,13 +263,17 @@ def _default_query(messages: list[BaseMessage], human: list[int]) -> str:
 def _text_parts(index: int, message: BaseMessage) -> list[_TextPart]:
     if isinstance(message.content, str):
         return [_TextPart(index, None, message.content)]
-    parts = []
-    for j, block in enumerate(message.content):
-        if isinstance(block, str):
-            parts.append(_TextPart(index, j, block))
-        elif isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
-            parts.append(_TextPart(index, j, block["text"]))
-    return parts
+    return [
+        _TextPart(index, j, block if isinstance(block, str) else block["text"])
+        for j, block in enumerate(message.content)
+        if _is_text_block(block)
+    ]
+
+
+def _is_text_block(block: Any) -> bool:
+    return isinstance(block, str) or (
+        isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+    )
 
 
 def _keeps_structure(message: BaseMessage) -> bool:
@@ -317,18 +307,15 @@ def _assemble(plan: _Plan, texts: list[str]) -> list[BaseMessage]:
 def _compressed_content(
     index: int, content: str | list[Any], new_text: dict[tuple[int, int | None], str]
 ) -> str | list[Any]:
+    """The content with each text part replaced by its compression (text blocks compressed to nothing go)."""
     if isinstance(content, str):
-        return new_text.get((index, None), "" if not content.strip() else content)
+        return new_text.get((index, None), "")
     blocks: list[Any] = []
     for j, block in enumerate(content):
-        is_text = isinstance(block, str) or (
-            isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
-        )
-        if not is_text:
+        if not _is_text_block(block):
             blocks.append(deepcopy(block))
             continue
         text = new_text.get((index, j), "")
-        if not text:
-            continue
-        blocks.append(text if isinstance(block, str) else {**deepcopy(block), "text": text})
+        if text:
+            blocks.append(text if isinstance(block, str) else {**deepcopy(block), "text": text})
     return blocks

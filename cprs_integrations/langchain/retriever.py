@@ -68,9 +68,7 @@ class CPRSRetriever(CompressionSettings, BaseRetriever):
         documents = self._load_documents()
         if not documents:
             return []
-        results = self.get_engine().compress(
-            query, [doc.page_content for doc in documents], **self.compress_options()
-        )
+        results = self.get_engine().compress(query, [doc.page_content for doc in documents], **self.compress_options())
         return top_spans(documents, results, k)
 
     async def _aget_relevant_documents(

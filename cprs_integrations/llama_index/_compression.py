@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,14 +17,35 @@ MODES = ("budget", "tags")
 DEFAULT_TARGET_RATIO = 0.2
 
 
-def check_engine(engine: Any) -> CPRSEngine | None:
-    """Accept ``None`` or something that compresses like a :class:`CPRSEngine` (checked without importing it)."""
-    if engine is not None and not (callable(getattr(engine, "compress", None)) and hasattr(engine, "acompress")):
+def check_engine(engine: Any, model: Any = None, engine_kwargs: Mapping[str, Any] | None = None) -> CPRSEngine | None:
+    """Accept ``None`` or something that compresses like a :class:`CPRSEngine` (checked without importing it).
+
+    Raises:
+        TypeError: ``engine`` is not an engine.
+        ValueError: ``engine`` comes with ``model`` or ``engine_kwargs`` (which would be ignored).
+    """
+    if engine is None:
+        return None
+    if not (callable(getattr(engine, "compress", None)) and hasattr(engine, "acompress")):
         raise TypeError(
             "engine must be a CPRSEngine (CPRSEngine.from_pretrained(...) or CPRSEngine.shared(...)) or None, "
             f"got {type(engine).__name__}"
         )
+    if model is not None or engine_kwargs:
+        raise ValueError(
+            f"pass either engine= (an existing CPRSEngine) or model= / engine_kwargs= (to load one), not both; "
+            f"got model={model!r}, engine_kwargs={dict(engine_kwargs or {})!r}"
+        )
     return engine
+
+
+def model_name(model: Any) -> str | None:
+    """``None``, a hub id or a local folder (``str`` or path-like) as a string."""
+    if model is None or isinstance(model, str):
+        return model
+    if isinstance(model, os.PathLike):
+        return os.fspath(model)  # type: ignore[return-value]
+    raise TypeError(f"model must be a hub id or a local folder (str or path) or None, got {type(model).__name__}")
 
 
 def load_engine(engine: CPRSEngine | None, model: str | None, engine_kwargs: Mapping[str, Any]) -> CPRSEngine:
@@ -48,9 +70,7 @@ def check_options(granularity: Any, mode: Any, target_ratio: Any, target_tokens:
             )
         return
     if target_ratio is not None and target_tokens is not None:
-        raise ValueError(
-            f"give target_ratio or target_tokens, not both (got {target_ratio!r} and {target_tokens!r})"
-        )
+        raise ValueError(f"give target_ratio or target_tokens, not both (got {target_ratio!r} and {target_tokens!r})")
     if target_ratio is not None and (
         isinstance(target_ratio, bool)
         or not isinstance(target_ratio, (int, float))

@@ -1,0 +1,36 @@
+"""LangChain adapters for CPRS query-guided context compression.
+
+* :class:`CPRSDocumentCompressor`: a document compressor (``ContextualCompressionRetriever``,
+  ``DocumentCompressorPipeline``) that keeps only the query-relevant parts of retrieved documents.
+* :class:`CPRSRetriever`: retrieval without an index: the critic reads every document and returns the kept spans.
+* :func:`prune_messages` / :class:`CPRSMessagePruner`: compress the older turns of an agent's chat history.
+
+Importing this package imports ``langchain_core`` but not torch: the critic loads on first use, through
+``CPRSEngine.shared`` (one loaded critic per process), unless an ``engine=`` is passed.
+
+Example:
+    >>> from cprs_integrations.langchain import CPRSDocumentCompressor
+    >>> compressor = CPRSDocumentCompressor(target_ratio=0.1)
+    >>> compressed = compressor.compress_documents(docs, "Who directed Ed Wood?")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+try:
+    import langchain_core  # noqa: F401
+except ImportError as e:
+    raise ImportError(
+        'cprs_integrations.langchain needs langchain-core: pip install "cprs-integrations[langchain]"'
+    ) from e
+
+from cprs_integrations.langchain.compressor import CPRSDocumentCompressor
+from cprs_integrations.langchain.memory import CPRSMessagePruner, aprune_messages, prune_messages
+from cprs_integrations.langchain.retriever import CPRSRetriever
+
+__all__ = [
+    "CPRSDocumentCompressor",
+    "CPRSMessagePruner",
+    "CPRSRetriever",
+    "aprune_messages",
+    "prune_messages",
+]

@@ -1,0 +1,583 @@
+"""The LangChain adapters on a real (tiny, random-weight) critic, inside real LangChain pipelines.
+
+Random weights: the tests check invariants (output made of input slices, order, metadata, budgets, no mutation,
+sync == async, message structure), never what is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_classic.retrievers import ContextualCompressionRetriever
+from langchain_classic.retrievers.document_compressors import DocumentCompressorPipeline
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.document_loaders import BaseLoader
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models.fake_chat_models import FakeListChatModel, ParrotFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableLambda, RunnablePassthrough
+from langchain_core.vectorstores import InMemoryVectorStore
+from langchain_tests.integration_tests import RetrieversIntegrationTests
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from cprs_integrations.engine.budget import resolve_token_counter
+from cprs_integrations.langchain import (
+    CPRSDocumentCompressor,
+    CPRSMessagePruner,
+    CPRSRetriever,
+    aprune_messages,
+    prune_messages,
+)
+
+QUERY = "Were Scott Derrickson and Ed Wood of the same nationality?"
+SEPARATOR = " ... "
+count_tokens = resolve_token_counter("o200k_base")
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+def hotpot_documents(n_records: int = 3) -> list[Document]:
+    """HotpotQA paragraphs as documents with ids and nested metadata."""
+    from cprs_integrations.training.data import hotpot_records
+
+    docs = []
+    for record in hotpot_records("test")[:n_records]:
+        for j, (title, sentences) in enumerate(record["context"]):
+            docs.append(
+                Document(
+                    id=f"{record['_id']}-{j}",
+                    page_content=f"{title}\n{''.join(sentences)}",
+                    metadata={"title": title, "record": record["_id"], "nested": {"position": j, "tags": ["hotpot"]}},
+                )
+            )
+    return docs
+
+
+@pytest.fixture(scope="module")
+def documents(long_text: str) -> list[Document]:
+    """Seven HotpotQA paragraphs, an essay extract (many windows), an empty and a blank document."""
+    docs = hotpot_documents(1)[:7]
+    docs.append(Document(id="essay", page_content=long_text[:1500], metadata={"title": "essay"}))
+    docs.append(Document(id="empty", page_content="", metadata={"title": "empty"}))
+    docs.append(Document(id="blank", page_content=" \n ", metadata={"title": "blank"}))
+    return docs
+
+
+class MiniLMEmbeddings(Embeddings):
+    """all-MiniLM-L6-v2 from the installed test package (offline), through sentence-transformers."""
+
+    def __init__(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from cprs_integrations.models.testing import minilm_dir
+
+        self._model = SentenceTransformer(str(minilm_dir()), device="cpu")
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._model.encode(list(texts), normalize_embeddings=True).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+@pytest.fixture(scope="module")
+def vector_retriever() -> BaseRetriever:
+    """An in-memory vector store over 20 HotpotQA paragraphs with offline MiniLM embeddings, top 4."""
+    store = InMemoryVectorStore(MiniLMEmbeddings())
+    store.add_documents(hotpot_documents(2))
+    return store.as_retriever(search_kwargs={"k": 4})
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def assert_compressed_from(out: Document, source: Document, separator: str = SEPARATOR) -> None:
+    """``out`` is the compression of ``source``: slices of it, its id, its metadata plus ``cprs``."""
+    figures = out.metadata["cprs"]
+    spans = figures["spans"]
+    assert out.id == source.id
+    assert {k: v for k, v in out.metadata.items() if k != "cprs"} == source.metadata
+    previous_end = -1
+    for start, end, score in spans:
+        assert previous_end < start < end <= len(source.page_content)
+        assert 0.0 <= score <= 1.0
+        previous_end = end
+    assert out.page_content == separator.join(source.page_content[s:e] for s, e, _ in spans)
+    assert figures["compressed_tokens"] == (count_tokens(out.page_content) if out.page_content else 0)
+    assert figures["original_tokens"] == (count_tokens(source.page_content) if source.page_content else 0)
+    if figures["ratio"] is None:
+        assert not spans and figures["original_tokens"] > 0
+    assert set(figures) == {"spans", "score", "original_tokens", "compressed_tokens", "ratio", "granularity", "mode"}
+
+
+def assert_in_input_order(out: list[Document], inputs: list[Document]) -> None:
+    ids = [doc.id for doc in inputs]
+    positions = [ids.index(doc.id) for doc in out]
+    assert positions == sorted(positions)
+
+
+def text_parts(message: BaseMessage) -> list[str]:
+    if isinstance(message.content, str):
+        return [message.content]
+    return [
+        b if isinstance(b, str) else b["text"] for b in message.content if isinstance(b, str) or b["type"] == "text"
+    ]
+
+
+def message_tokens(messages: list[BaseMessage]) -> int:
+    return sum(count_tokens(part) for m in messages for part in text_parts(m))
+
+
+class NoEngine:
+    """Stands in for an engine that must not be used."""
+
+    def compress(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the engine should not be called")
+
+    async def acompress(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the engine should not be called")
+
+
+# -------------------------------------------------------------------------------------------------- import
+
+
+def test_import_does_not_import_torch_nor_llama_index() -> None:
+    code = (
+        "import sys, cprs_integrations.langchain; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert not any(m.startswith('llama_index') for m in sys.modules), 'llama_index imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_missing_langchain_names_the_extra() -> None:
+    code = "import sys; sys.modules['langchain_core'] = None; import cprs_integrations.langchain"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert 'pip install "cprs-integrations[langchain]"' in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------- compressor
+
+
+def test_compressor_keeps_slices_order_metadata_and_global_budget(tiny_engine, documents) -> None:
+    before = copy.deepcopy(documents)
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.3)
+    out = compressor.compress_documents(documents, QUERY)
+
+    assert documents == before  # the caller's documents are untouched
+    assert out and all(doc.metadata["cprs"]["spans"] for doc in out)  # drop_empty: nothing-kept documents gone
+    assert_in_input_order(out, documents)
+    by_id = {doc.id: doc for doc in documents}
+    for doc in out:
+        assert_compressed_from(doc, by_id[doc.id])
+        assert doc.metadata["cprs"]["granularity"] == "sentence" and doc.metadata["cprs"]["mode"] == "budget"
+        assert doc.metadata is not by_id[doc.id].metadata
+        if "nested" in doc.metadata:  # a deep copy, not a shallow one
+            assert doc.metadata["nested"] is not by_id[doc.id].metadata["nested"]
+    total = sum(count_tokens(doc.page_content) for doc in documents if doc.page_content)
+    assert sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.3 * total)
+
+
+def test_compressor_default_budget_is_a_fifth(tiny_engine, documents) -> None:
+    compressor = CPRSDocumentCompressor(engine=tiny_engine)
+    assert compressor.target_ratio == 0.2
+    out = compressor.compress_documents(documents, QUERY)
+    total = sum(count_tokens(doc.page_content) for doc in documents if doc.page_content)
+    assert 0 < sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.2 * total)
+
+
+def test_compressor_per_document_budget_and_target_tokens(tiny_engine, documents) -> None:
+    per_doc = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.5, per_document_budget=True)
+    for doc in per_doc.compress_documents(documents, QUERY):
+        figures = doc.metadata["cprs"]
+        assert figures["compressed_tokens"] <= math.floor(0.5 * figures["original_tokens"])
+
+    by_tokens = CPRSDocumentCompressor(engine=tiny_engine, target_tokens=60)
+    assert by_tokens.target_ratio is None
+    out = by_tokens.compress_documents(documents, QUERY)
+    assert 0 < sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= 60
+
+
+def test_compressor_drop_empty_false_keeps_every_document(tiny_engine, documents) -> None:
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, target_tokens=40, drop_empty=False)
+    out = compressor.compress_documents(documents, QUERY)
+    assert [doc.id for doc in out] == [doc.id for doc in documents]
+    for doc, source in zip(out, documents):
+        assert_compressed_from(doc, source)
+    emptied = [doc for doc in out if not doc.metadata["cprs"]["spans"]]
+    assert emptied and all(doc.page_content == "" for doc in emptied)
+    assert out[-2].metadata["cprs"]["ratio"] == 1.0  # an empty document has no tokens: nothing to compress
+    assert out[-1].metadata["cprs"]["ratio"] is None  # a blank one has (whitespace) tokens, nothing kept
+
+
+def test_compressor_tags_mode_has_no_budget(tiny_engine, documents) -> None:
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, mode="tags", drop_empty=False)
+    assert compressor.target_ratio is None and compressor.target_tokens is None
+    for doc, source in zip(compressor.compress_documents(documents, QUERY), documents):
+        assert_compressed_from(doc, source)
+        assert doc.metadata["cprs"]["mode"] == "tags"
+
+
+async def test_compressor_async_equals_sync(tiny_engine, documents) -> None:
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, granularity="chunk", target_ratio=0.25)
+    sync = compressor.compress_documents(documents, QUERY)
+    asynchronous = await compressor.acompress_documents(documents, QUERY)
+    assert asynchronous == sync
+    assert all(doc.metadata["cprs"]["granularity"] == "chunk" for doc in sync)
+
+
+async def test_compressor_empty_input_and_bad_query(tiny_engine, documents) -> None:
+    lazy = CPRSDocumentCompressor(model="/nonexistent/critic")  # would fail if the engine were loaded
+    assert lazy.compress_documents([], QUERY) == []
+    assert await lazy.acompress_documents([], QUERY) == []
+    compressor = CPRSDocumentCompressor(engine=tiny_engine)
+    for query in ("", "   \n"):
+        with pytest.raises(ValueError, match="query must be a non-empty string"):
+            compressor.compress_documents(documents, query)
+        with pytest.raises(ValueError, match="query must be a non-empty string"):
+            await compressor.acompress_documents(documents, query)
+
+
+def test_compressor_settings_are_checked(tiny_engine) -> None:
+    with pytest.raises(ValueError, match="'token', 'sentence', 'paragraph' or 'chunk'"):
+        CPRSDocumentCompressor(granularity="word")
+    with pytest.raises(ValueError, match="not both"):
+        CPRSDocumentCompressor(target_ratio=0.1, target_tokens=100)
+    with pytest.raises(ValueError, match="mode='tags' has no budget"):
+        CPRSDocumentCompressor(mode="tags", target_ratio=0.1)
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        CPRSDocumentCompressor(target_ratio=2)
+    with pytest.raises(ValueError, match="not both"):
+        CPRSDocumentCompressor(engine=tiny_engine, model="other")
+    with pytest.raises(ValueError, match="engine must be a CPRSEngine"):
+        CPRSDocumentCompressor(engine="cpu")
+    with pytest.raises(ValueError, match="Extra inputs"):
+        CPRSDocumentCompressor(ratio=0.1)
+    dumped = CPRSDocumentCompressor(engine=tiny_engine).model_dump()
+    assert "engine" not in dumped and dumped["target_ratio"] == 0.2
+
+
+def test_compressor_loads_the_shared_engine_lazily(tiny_encoder_dir) -> None:
+    from cprs_integrations import CPRSEngine
+
+    options = {"device": "cpu", "dtype": "float32", "window_tokens": 64}
+    first = CPRSDocumentCompressor(model=tiny_encoder_dir, engine_kwargs=options)
+    second = CPRSRetriever(model=str(tiny_encoder_dir), engine_kwargs=options, documents=hotpot_documents(1)[:3])
+    assert first.model == str(tiny_encoder_dir)
+    out = first.compress_documents(hotpot_documents(1)[:3], QUERY)
+    assert out and second.invoke(QUERY)
+    assert first.get_engine() is second.get_engine() is CPRSEngine.shared(tiny_encoder_dir, **options)
+
+
+# ------------------------------------------------------------------------------------------ real pipelines
+
+
+async def test_contextual_compression_retriever(tiny_engine, vector_retriever) -> None:
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.3, drop_empty=False)
+    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=vector_retriever)
+    retrieved = vector_retriever.invoke(QUERY)
+    before = copy.deepcopy(retrieved)
+    out = retriever.invoke(QUERY)
+    assert [doc.id for doc in out] == [doc.id for doc in retrieved]
+    for doc, source in zip(out, retrieved):
+        assert_compressed_from(doc, source)
+    total = sum(count_tokens(doc.page_content) for doc in retrieved)
+    assert sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.3 * total)
+    assert retrieved == before
+    assert await retriever.ainvoke(QUERY) == out
+
+
+async def test_document_compressor_pipeline_after_a_splitter(tiny_engine, vector_retriever) -> None:
+    splitter = RecursiveCharacterTextSplitter(chunk_size=200, chunk_overlap=0)
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.4)
+    pipeline = DocumentCompressorPipeline(transformers=[splitter, compressor])
+    retriever = ContextualCompressionRetriever(base_compressor=pipeline, base_retriever=vector_retriever)
+    out = retriever.invoke(QUERY)
+    assert out
+    sources = {(doc.metadata["record"], doc.metadata["title"]): doc for doc in vector_retriever.invoke(QUERY)}
+    for doc in out:
+        source = sources[doc.metadata["record"], doc.metadata["title"]]
+        assert {k: v for k, v in doc.metadata.items() if k != "cprs"} == source.metadata
+        for start, end, _ in doc.metadata["cprs"]["spans"]:
+            assert end - start <= 200  # spans index the split chunk, not the source paragraph
+        assert all(piece in source.page_content for piece in doc.page_content.split(SEPARATOR))
+    assert await retriever.ainvoke(QUERY) == out
+
+
+class ChatModelInputs(BaseCallbackHandler):
+    """Records the messages each chat model call receives."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[BaseMessage]] = []
+
+    def on_chat_model_start(self, serialized: Any, messages: list[list[BaseMessage]], **kwargs: Any) -> None:
+        self.calls.extend(messages)
+
+
+def test_lcel_chain_ends_in_a_string(tiny_engine, vector_retriever) -> None:
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.3)
+    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=vector_retriever)
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "Answer from the context only.\n\nContext:\n{context}"), ("human", "{question}")]
+    )
+    compressed: list[str] = []
+
+    def format_docs(docs: list[Document]) -> str:
+        compressed.extend(doc.page_content for doc in docs)
+        return "\n\n".join(compressed)
+
+    chain = (
+        {"context": retriever | RunnableLambda(format_docs), "question": RunnablePassthrough()}
+        | prompt
+        | FakeListChatModel(responses=["Yes, both were American."])
+        | StrOutputParser()
+    )
+    recorder = ChatModelInputs()
+    answer = chain.invoke(QUERY, config={"callbacks": [recorder]})
+    assert answer == "Yes, both were American."
+    [[system, human]] = recorder.calls
+    assert compressed and all(text in system.content for text in compressed)
+    assert human.content == QUERY
+    original = "\n\n".join(doc.page_content for doc in vector_retriever.invoke(QUERY))
+    assert len(system.content) < len(original)
+
+
+# ----------------------------------------------------------------------------------------------- retriever
+
+
+def retriever_documents() -> list[Document]:
+    return hotpot_documents(1)[:5]
+
+
+class TestCPRSRetrieverStandard(RetrieversIntegrationTests):
+    """langchain-tests' standard retriever suite, unchanged."""
+
+    @pytest.fixture(autouse=True)
+    def _use_tiny_engine(self, tiny_engine) -> None:
+        self._engine = tiny_engine
+
+    @property
+    def retriever_constructor(self) -> type[BaseRetriever]:
+        return CPRSRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict[str, Any]:
+        return {"documents": retriever_documents(), "engine": self._engine, "target_ratio": 0.5}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return QUERY
+
+
+def test_retriever_returns_exact_spans_best_first(tiny_engine, documents) -> None:
+    before = copy.deepcopy(documents)
+    retriever = CPRSRetriever(documents=documents, engine=tiny_engine, target_ratio=0.3, k=6)
+    out = retriever.invoke(QUERY)
+    assert documents == before
+    assert len(out) == 6
+    keys = []
+    for doc in out:
+        figures = doc.metadata["cprs"]
+        source = documents[figures["source_index"]]
+        assert figures["source_id"] == source.id
+        assert doc.page_content == source.page_content[figures["start"] : figures["end"]]
+        assert {k: v for k, v in doc.metadata.items() if k != "cprs"} == source.metadata
+        assert doc.metadata is not source.metadata
+        keys.append((-figures["score"], figures["source_index"], figures["start"]))
+    assert keys == sorted(keys)
+
+    # The same spans as the compressor keeps under the same settings: the k best of them.
+    compressed = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.3, drop_empty=False).compress_documents(
+        documents, QUERY
+    )
+    kept = sorted(
+        (-score, i, start, end)
+        for i, doc in enumerate(compressed)
+        for start, end, score in doc.metadata["cprs"]["spans"]
+    )
+    assert [(f["source_index"], f["start"], f["end"]) for f in (d.metadata["cprs"] for d in out)] == [
+        (i, s, e) for _, i, s, e in kept[:6]
+    ]
+    assert len(retriever.invoke(QUERY, k=2)) == 2
+
+
+async def test_retriever_async_equals_sync_and_checks_inputs(tiny_engine, documents) -> None:
+    retriever = CPRSRetriever(documents=documents, engine=tiny_engine, k=5)
+    assert await retriever.ainvoke(QUERY) == retriever.invoke(QUERY)
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        retriever.invoke("  ")
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        retriever.invoke(QUERY, k=0)
+    assert CPRSRetriever(engine=tiny_engine).invoke(QUERY) == []
+    with pytest.raises(ValueError, match="documents= or loader="):
+        CPRSRetriever(documents=documents, loader=ListLoader(documents))
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        CPRSRetriever(documents=documents, k=0)
+
+
+class ListLoader(BaseLoader):
+    """A loader over a list of documents that counts how often it is read."""
+
+    def __init__(self, docs: list[Document]) -> None:
+        self.docs = docs
+        self.reads = 0
+
+    def lazy_load(self) -> Iterator[Document]:
+        self.reads += 1
+        yield from self.docs
+
+
+async def test_retriever_reads_a_loader_on_every_query(tiny_engine, documents) -> None:
+    loader = ListLoader(documents)
+    retriever = CPRSRetriever(loader=loader, engine=tiny_engine, k=3)
+    from_loader = retriever.invoke(QUERY)
+    assert from_loader == CPRSRetriever(documents=documents, engine=tiny_engine, k=3).invoke(QUERY)
+    assert await retriever.ainvoke(QUERY) == from_loader
+    assert loader.reads == 2
+
+
+# -------------------------------------------------------------------------------------------------- memory
+
+
+def chat_history() -> list[BaseMessage]:
+    """A system prompt and ten turns: plain answers, tool calls with their results, a multimodal question."""
+    from cprs_integrations.training.data import essay_text
+
+    essay = essay_text()
+    messages: list[BaseMessage] = [SystemMessage("You are a helpful research assistant.", id="system")]
+    for turn in range(10):
+        text = essay[turn * 400 : (turn + 1) * 400]
+        if turn == 3:
+            messages.append(
+                HumanMessage(
+                    [
+                        {"type": "text", "text": f"Turn {turn}: look at this. {text[:150]}"},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/chart.png"}},
+                    ],
+                    id=f"h{turn}",
+                )
+            )
+        else:
+            messages.append(HumanMessage(f"Turn {turn}: what does the essay say next? {text[:120]}", id=f"h{turn}"))
+        if turn % 3 == 1:
+            call = {"name": "search", "args": {"q": f"essay part {turn}"}, "id": f"call{turn}", "type": "tool_call"}
+            messages.append(AIMessage(f"Let me search. {text[:80]}", tool_calls=[call], id=f"a{turn}"))
+            messages.append(ToolMessage(text, tool_call_id=f"call{turn}", name="search", id=f"t{turn}"))
+        messages.append(AIMessage(f"Here is what I found. {text[120:370]}", id=f"r{turn}"))
+    return messages
+
+
+def check_pruned(pruned: list[BaseMessage], history: list[BaseMessage], last_turn_from: int) -> None:
+    """System and last turn verbatim, tool structure intact, order kept, older text made of slices."""
+    ids = [m.id for m in history]
+    positions = [ids.index(m.id) for m in pruned]
+    assert positions == sorted(positions)
+    by_id = {m.id: m for m in history}
+    for message in pruned:
+        source = by_id[message.id]
+        assert message is not source and type(message) is type(source)
+        if isinstance(source, SystemMessage) or ids.index(message.id) >= last_turn_from:
+            assert message == source
+            continue
+        if isinstance(source, AIMessage):
+            assert message.tool_calls == source.tool_calls
+        if isinstance(source, ToolMessage):
+            assert (message.tool_call_id, message.name) == (source.tool_call_id, source.name)
+        original = "".join(text_parts(source))
+        for part in text_parts(message):
+            assert all(piece in original for piece in part.split(SEPARATOR))
+        if isinstance(source.content, list):
+            assert [b for b in message.content if not isinstance(b, str) and b["type"] != "text"] == [
+                b for b in source.content if not isinstance(b, str) and b["type"] != "text"
+            ]
+    kept_ids = {m.id for m in pruned}
+    for source in history:  # tool calls and their results are never dropped
+        if isinstance(source, ToolMessage) or (isinstance(source, AIMessage) and source.tool_calls):
+            assert source.id in kept_ids
+        if isinstance(source, SystemMessage) or ids.index(source.id) >= last_turn_from:
+            assert source.id in kept_ids
+
+
+def test_prune_messages_keeps_structure_and_meets_budget(tiny_engine) -> None:
+    history = chat_history()
+    before = copy.deepcopy(history)
+    total = message_tokens(history)
+    max_tokens = total // 3
+    pruned = prune_messages(history, engine=tiny_engine, max_tokens=max_tokens)
+    assert history == before
+    assert message_tokens(pruned) <= max_tokens
+    last_turn_from = max(i for i, m in enumerate(history) if isinstance(m, HumanMessage))
+    check_pruned(pruned, history, last_turn_from)
+    assert message_tokens(pruned[:-2]) < message_tokens(history[:last_turn_from])
+
+
+def test_prune_messages_keeps_more_turns_and_list_content(tiny_engine) -> None:
+    history = chat_history()
+    last_turn_from = [i for i, m in enumerate(history) if isinstance(m, HumanMessage)][-5]
+    verbatim_tokens = message_tokens(history[:1] + history[last_turn_from:])
+    max_tokens = verbatim_tokens + 100
+    query = "What does the essay say about startups?"
+    pruned = prune_messages(history, query, engine=tiny_engine, max_tokens=max_tokens, keep_last_turns=5)
+    check_pruned(pruned, history, last_turn_from)
+    assert message_tokens(pruned) <= max_tokens
+    image = next(m for m in pruned if m.id == "h3").content[-1]  # compressed or not, the image block stays
+    assert image == history[9].content[1]
+
+
+def test_prune_messages_over_budget_keeps_only_the_protected_messages(tiny_engine, caplog) -> None:
+    history = chat_history()
+    before = copy.deepcopy(history)
+    with caplog.at_level(logging.WARNING, logger="cprs_integrations.langchain.memory"):
+        pruned = prune_messages(history, engine=NoEngine(), max_tokens=10)
+    assert "above max_tokens=10" in caplog.text
+    assert history == before
+    last_turn_from = max(i for i, m in enumerate(history) if isinstance(m, HumanMessage))
+    check_pruned(pruned, history, last_turn_from)
+    older = {m.id: m for m in pruned[1:-2]}
+    assert set(older) == {"h3", "a1", "t1", "a4", "t4", "a7", "t7"}
+    assert older.pop("h3").content == [history[9].content[1]]  # the image block stays, its text went
+    assert all(m.content == "" for m in older.values())
+
+
+async def test_prune_messages_within_budget_or_without_query(tiny_engine) -> None:
+    history = chat_history()
+    pruned = prune_messages(history, engine=NoEngine(), max_tokens=10**6)
+    assert pruned == history and all(a is not b for a, b in zip(pruned, history))
+    assert await aprune_messages(history, engine=NoEngine(), max_tokens=10**6) == history
+    no_human = [SystemMessage("Be brief."), AIMessage("Hello! " * 200)]
+    with pytest.raises(ValueError, match="no query"):
+        prune_messages(no_human, engine=tiny_engine, max_tokens=20, keep_last_turns=0)
+    with pytest.raises(ValueError, match="query must be a non-empty string"):
+        prune_messages(history, " ", engine=tiny_engine, max_tokens=20)
+    with pytest.raises(ValueError, match="max_tokens must be a non-negative integer"):
+        prune_messages(history, engine=tiny_engine, max_tokens=-1)
+
+
+async def test_message_pruner_runnable(tiny_engine) -> None:
+    history = chat_history()
+    max_tokens = message_tokens(history) // 2
+    pruner = CPRSMessagePruner(engine=tiny_engine, max_tokens=max_tokens, keep_last_turns=2)
+    expected = prune_messages(history, engine=tiny_engine, max_tokens=max_tokens, keep_last_turns=2)
+    assert len(expected) < len(history) or message_tokens(expected) < message_tokens(history)
+    assert pruner.invoke(history) == expected
+    assert "engine" not in pruner.model_dump()
+
+    # In chains: a prompt's messages in, a chat model after it.
+    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history")])
+    assert await asyncio.wait_for((prompt | pruner).ainvoke({"history": history}), timeout=60) == expected
+    chain = prompt | pruner | ParrotFakeChatModel() | StrOutputParser()
+    assert chain.invoke({"history": history}) == "".join(text_parts(history[-1]))
