@@ -20,7 +20,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
-RAW_DIR = RESULTS_DIR / "raw"
 #: Converted models and seeded caches (gitignored); built once by the benchmarks' set-up.
 CACHE_DIR = REPO / "benchmarks" / ".cache"
 #: Seed of every random draw of the benchmarks (training used other seeds).
@@ -163,11 +162,18 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     }
 
 
+def command_line() -> str:
+    """This process's command, as typed from the repository root (``python -m benchmarks.x ...``)."""
+    script = Path(sys.argv[0])
+    head = [f"-m benchmarks.{script.stem}"] if script.parent == REPO / "benchmarks" else [sys.argv[0]]
+    return " ".join([".venv/bin/python", *head, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
 def run_info(threads: int | None = None) -> dict[str, Any]:
     """Machine, UTC date and the command line of this run."""
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "machine": machine_info(threads),
     }
 

@@ -66,7 +66,8 @@ def fill(example: BenchExample, scores: np.ndarray, budget: int, units: np.ndarr
     """Greedy fill of ``units`` (default: the example's sentences) by score under ``budget`` o200k tokens, in
     input order (the engine's selection; the separator's tokens count)."""
     units = example.units if units is None else units
-    [selection] = select_under_budgets([example.text], [units], [to_unit_interval(scores)], [budget], [0], o200k(), SEPARATOR)
+    ranked = to_unit_interval(scores)
+    [selection] = select_under_budgets([example.text], [units], [ranked], [budget], [0], o200k(), SEPARATOR)
     return selection.spans
 
 
@@ -83,7 +84,8 @@ def to_unit_interval(scores: np.ndarray) -> np.ndarray:
 def spans_output(text: str, spans: np.ndarray) -> Output:
     """An :class:`Output` from kept char spans (joined with the separator, counted in o200k tokens)."""
     kept = join_spans(text, spans, SEPARATOR)
-    return Output(text=kept, spans=np.asarray(spans, dtype=np.int64).reshape(-1, 2), tokens=o200k()(kept) if kept else 0)
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    return Output(text=kept, spans=spans, tokens=o200k()(kept) if kept else 0)
 
 
 def zscore(values: np.ndarray) -> np.ndarray:

@@ -37,11 +37,13 @@ class Output:
         text: The compressed text (kept slices joined by the separator, or a peer's own output).
         spans: ``(k, 2)`` kept char spans of the input, or ``None`` for a text-only output.
         tokens: o200k tokens of ``text``.
+        truncated: The method's own output was over the budget and was cut to it.
     """
 
     text: str
     spans: np.ndarray | None
     tokens: int
+    truncated: bool = False
 
 
 def normalise(text: str) -> str:
@@ -90,11 +92,13 @@ def example_metrics(example: BenchExample, output: Output) -> dict[str, float]:
 def aggregate(records: Sequence[dict[str, Any]], metric_names: Sequence[str]) -> dict[str, Any]:
     """Means over the per-example records of one method and budget.
 
-    Each record holds ``metrics``, ``tokens`` (kept), ``original`` and ``budget`` (``None`` in tag mode).
+    Each record holds ``metrics``, ``tokens`` (kept), ``original``, ``budget`` (``None`` in tag mode) and
+    ``truncated``.
 
     Returns:
         ``metrics`` (mean of each), ``kept_share`` (mean kept / original tokens), ``achieved_ratio`` (total
-        original / total kept tokens), ``over_budget`` (share of examples above their budget) and ``n``.
+        original / total kept tokens), ``over_budget`` (share of examples above their budget), ``truncated`` (share
+        of outputs cut to the budget) and ``n``.
     """
     if not records:
         return {"n": 0}
@@ -106,5 +110,6 @@ def aggregate(records: Sequence[dict[str, Any]], metric_names: Sequence[str]) ->
         "kept_share": round(float(np.mean([r["tokens"] / max(1, r["original"]) for r in records])), 4),
         "achieved_ratio": round(original / kept, 2) if kept else None,
         "over_budget": round(float(np.mean([r["tokens"] > r["budget"] for r in budgeted])), 4) if budgeted else None,
+        "truncated": round(float(np.mean([bool(r.get("truncated")) for r in records])), 4),
         "n": len(records),
     }

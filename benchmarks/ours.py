@@ -82,7 +82,7 @@ class OursFused(UnitRanker):
         self.label = f"ours + {weight:g} x BM25 (fusion)"
         self.note = (
             f"z(critic sentence logit) + {weight:g} x z(BM25 per sentence, titles prepended); a fusion of our "
-            "critic with a lexical ranker, reported apart from the critic alone"
+            "critic with a lexical ranker, reported apart from the critic alone; reuses the sentence scoring pass"
         )
 
     def unit_scores(self, example: BenchExample) -> np.ndarray:
@@ -100,7 +100,8 @@ class OursGranularity(Method):
         self.name = f"ours-{granularity}"
         self.label = f"ours ({granularity})"
         extra = f" of <= {CHUNK_TOKENS} critic tokens" if granularity == "chunk" else ""
-        self.note = f"engine.select(granularity={granularity!r}){extra}; units include HotpotQA title lines"
+        shared = "; reuses the paragraph scoring pass (same instruction)" if granularity == "chunk" else ""
+        self.note = f"engine.select(granularity={granularity!r}){extra}; units include HotpotQA title lines{shared}"
 
     def run(self, example: BenchExample, budgets: dict[str, int]) -> dict[str, Output]:
         scored = self.scores.get(example, self.granularity)
@@ -122,7 +123,10 @@ class OursTags(Method):
 
     name = "ours-tags"
     label = "ours (tag mode)"
-    note = "engine.select(mode='tags', granularity='sentence'): official argmax + gap fill, no budget"
+    note = (
+        "engine.select(mode='tags', granularity='sentence'): official argmax + gap fill, no budget; reuses the "
+        "sentence scoring pass (its time excludes scoring)"
+    )
 
     def __init__(self, scores: EngineScores):
         self.scores = scores

@@ -2,7 +2,7 @@
 
 Budgets are shares of each context's o200k tokens (2x keeps at most half, ..., 50x a fiftieth); every method is
 held to the same budget and the same counter. Results go to ``benchmarks/results/quality.json`` (``--quick``:
-``quality-quick.json``), per-example records to ``benchmarks/results/raw/`` (gitignored).
+``quality-quick.json``), per-example records to ``raw/`` next to it (gitignored).
 
 Usage::
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RAW_DIR, RESULTS_DIR, o200k, run_info, set_offline, set_threads, short_error, write_json
+from benchmarks.common import RESULTS_DIR, o200k, run_info, set_offline, set_threads, short_error, write_json
 from benchmarks.methods import BM25Sentences, Method, MiniLMCosine, RandomSentences
 from benchmarks.metrics import TASK_METRICS, aggregate, example_metrics
 from benchmarks.tasks import TASKS, BenchExample, build_examples
@@ -46,14 +46,14 @@ FULL: dict[str, Any] = {
     "llmlingua_n": {"hotpotqa": 60, "needle": 10, "multikey": 10, "variable_tracking": 10, "squad": 20},
 }
 QUICK: dict[str, Any] = {
-    "hotpot_n": 40,
+    "hotpot_n": 30,
     "needle_lengths": [4096, 16384],
     "needle_depths": [0.0, 0.25, 0.5, 0.75, 1.0],
     "needle_repeats": 1,
-    "synthetic_n": 8,
-    "squad_n": 8,
+    "synthetic_n": 5,
+    "squad_n": 5,
     "context_tokens": 8192,
-    "llmlingua_n": {"hotpotqa": 3, "needle": 1, "multikey": 1, "variable_tracking": 1, "squad": 1},
+    "llmlingua_n": {"hotpotqa": 2, "needle": 1, "multikey": 0, "variable_tracking": 0, "squad": 0},
 }
 METHOD_ORDER = (
     "ours-sentence",
@@ -67,6 +67,7 @@ METHOD_ORDER = (
     "llamaindex-sentence-optimizer",
     "rag",
     "longllmlingua",
+    "longllmlingua-coarse",
     "random",
 )
 
@@ -101,7 +102,7 @@ def build_methods(args: argparse.Namespace, config: dict[str, Any]) -> tuple[lis
     attempt(("minilm-cosine",), lambda: [MiniLMCosine()])
     for name in ("langchain-embeddings-filter", "llamaindex-sentence-optimizer", "rag"):
         attempt((name,), lambda name=name: [_peer(name)])
-    attempt(("longllmlingua",), lambda: [_llmlingua(config)])
+    attempt(("longllmlingua", "longllmlingua-coarse"), lambda: _llmlingua(config))
     methods.sort(key=lambda m: METHOD_ORDER.index(m.name))
     return methods, errors
 
@@ -121,10 +122,11 @@ def _peer(name: str) -> Method:
     return peer_factories()[name]()
 
 
-def _llmlingua(config: dict[str, Any]) -> Method:
+def _llmlingua(config: dict[str, Any]) -> list[Method]:
     from benchmarks.llmlingua_peer import LongLLMLingua
 
-    return LongLLMLingua(limits=dict(config["llmlingua_n"]))
+    limits = dict(config["llmlingua_n"])
+    return [LongLLMLingua(token_level=True, limits=limits), LongLLMLingua(token_level=False, limits=limits)]
 
 
 def limit_of(method: Method, task: str) -> int | None:
@@ -166,11 +168,12 @@ def run_task(
                     "tokens": output.tokens,
                     "original": original,
                     "budget": budgets.get(label),
+                    "truncated": output.truncated,
                     "meta": {k: v for k, v in example.meta.items() if k in ("length", "depth")},
                 }
                 records[method.name][label].append(record)
-                raw.write(json.dumps({"task": task, "method": method.name, "label": label, "id": example.id,
-                                      "seconds": round(seconds, 4), **record}) + "\n")
+                where = {"task": task, "method": method.name, "label": label, "id": example.id}
+                raw.write(json.dumps({**where, "seconds": round(seconds, 4), **record}) + "\n")
         if (index + 1) % 10 == 0 or index + 1 == len(examples):
             log(f"{task}: {index + 1}/{len(examples)} examples, {time.perf_counter() - started:.0f} s")
     return records, status
@@ -199,12 +202,14 @@ def summarise_task(
         entry: dict[str, Any] = {**method.describe(), "n_examples": state["examples"]}
         if "error" in state:
             entry["error"] = state["error"]
+        elif limit_of(method, task) == 0:
+            entry["skipped"] = "not run on this task in this configuration (slow)"
         entry["seconds"] = round(state["seconds"], 2)
         entry["seconds_per_example"] = round(state["seconds"] / state["examples"], 4) if state["examples"] else None
         entry["o200k_tokens_per_s"] = round(state["o200k_tokens"] / state["seconds"], 1) if state["seconds"] else None
         entry["results"] = {label: aggregate(recs, names) for label, recs in records[method.name].items()}
         out["methods"][method.name] = entry
-    limits = [limit_of(m, task) for m in methods if limit_of(m, task) is not None]
+    limits = [n for n in (limit_of(m, task) for m in methods) if n]
     if limits:
         k = min(min(limits), len(examples))
         out["subsample"] = {
@@ -216,7 +221,7 @@ def summarise_task(
                     for label, recs in records[m.name].items()
                 }
                 for m in methods
-                if "error" not in status[m.name]
+                if "error" not in status[m.name] and records[m.name]
             },
         }
     if task == "needle":
@@ -300,8 +305,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name, error in build_errors.items():
         result["methods"][name] = {"error": error}
-    RAW_DIR.mkdir(parents=True, exist_ok=True)
-    raw_path = RAW_DIR / (out_path.stem + ".jsonl")
+    raw_path = out_path.parent / "raw" / (out_path.stem + ".jsonl")
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
     with raw_path.open("w", encoding="utf-8") as raw:
         for task in tasks:
             began = time.perf_counter()

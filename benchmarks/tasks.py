@@ -69,7 +69,8 @@ def _spans(array: np.ndarray) -> tuple[tuple[int, int], ...]:
     return tuple((int(s), int(e)) for s, e in array)
 
 
-def _plain_example(task: str, ex_id: str, query: str, text: str, **gold: Any) -> BenchExample:
+def plain_example(task: str, ex_id: str, query: str, text: str, **gold: Any) -> BenchExample:
+    """An example whose units are all the sentences of ``text`` and whose paragraphs are its blank-line blocks."""
     units = sentence_spans(text)
     return BenchExample(
         task=task,
@@ -149,7 +150,7 @@ def needle_examples(lengths: list[int], depths: list[float], repeats: int = 1) -
             for repeat in range(repeats):
                 rng = random.Random(stable_seed("needle", length, depth, repeat))
                 made = needle_example(rng, essay_of_tokens(rng, length), kind="single", depths=[depth])
-                yield _plain_example(
+                yield plain_example(
                     "needle",
                     f"needle-{length}-{depth:g}-{repeat}",
                     made.query,
@@ -165,7 +166,7 @@ def multikey_examples(n: int, context_tokens: int) -> Iterator[BenchExample]:
     for i in range(n):
         rng = random.Random(stable_seed("multikey", context_tokens, i))
         made = needle_example(rng, essay_of_tokens(rng, context_tokens), kind="multikey", n_needles=4)
-        yield _plain_example(
+        yield plain_example(
             "multikey",
             f"multikey-{i}",
             made.query,
@@ -184,8 +185,8 @@ def variable_tracking_examples(n: int, context_tokens: int, num_hops: int = 4) -
         if i % 2:
             made = variable_tracking_example(rng, essay_of_tokens(rng, context_tokens), num_hops=num_hops)
         else:
-            made = variable_tracking_example(rng, None, n_chars=int(context_tokens * 4.4), num_hops=num_hops)
-        yield _plain_example(
+            made = variable_tracking_example(rng, None, n_chars=int(context_tokens * 3.7), num_hops=num_hops)
+        yield plain_example(
             "variable_tracking",
             f"variable-tracking-{i}",
             made.query,
@@ -267,7 +268,7 @@ def squad_examples(n: int, context_tokens: int) -> Iterator[BenchExample]:
                 break
         text = "\n\n".join(f"{t}\n" + "\n\n".join(ps) for t, ps in blocks)
         answers = tuple(sorted({a["text"].strip() for a in qa["answers"] if a["text"].strip()}))
-        yield _plain_example(
+        yield plain_example(
             "squad",
             qa["id"],
             qa["question"],
@@ -291,4 +292,3 @@ def build_examples(task: str, config: dict[str, Any]) -> list[BenchExample]:
     if task == "squad":
         return list(squad_examples(config["squad_n"], config["context_tokens"]))
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-

@@ -1,6 +1,7 @@
-"""Command line: ``cprs compress``, ``cprs train``.
+"""Command line: ``cprs demo``, ``cprs compress``, ``cprs train``.
 
 Example:
+    $ cprs demo
     $ cprs compress --query "Who wrote it?" --ratio 0.1 essay.txt
     $ echo "long text" | cprs compress --query "..." --tokens 200 --json
     $ cprs train --config cprs_integrations/training/configs/default.json --output runs/critic
@@ -21,10 +22,7 @@ from cprs_integrations.engine.prompts import GRANULARITIES
 def _compress(args: argparse.Namespace) -> int:
     from cprs_integrations.engine.engine import CPRSEngine
 
-    if args.files:
-        texts = [Path(f).read_text(encoding="utf-8") for f in args.files]
-    else:
-        texts = [sys.stdin.read()]
+    texts = [Path(f).read_text(encoding="utf-8") for f in args.files] if args.files else [sys.stdin.read()]
     budget = {"target_ratio": args.ratio} if args.tokens is None else {"target_tokens": args.tokens}
     if args.mode == "tags":
         budget = {}
@@ -50,6 +48,40 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """Compress the bundled sample (about 8.4K tokens of Wikipedia paragraphs) for its question."""
+    import importlib.resources
+
+    from cprs_integrations.engine.engine import CPRSEngine
+    from cprs_integrations.engine.segment import collapse_whitespace
+
+    data = importlib.resources.files("cprs_integrations") / "data"
+    text = (data / "sample_wiki.txt").read_text(encoding="utf-8")
+    facts = json.loads((data / "sample_wiki.json").read_text(encoding="utf-8"))
+    engine = CPRSEngine.from_pretrained(args.model, device=args.device)
+    print(f"critic: {engine}")
+    print(f"query:  {facts['query']}  (answer: {facts['answer']})")
+    for ratio in (0.1, 0.05):
+        [result] = engine.compress(facts["query"], [text], granularity="sentence", target_ratio=ratio)
+        seconds = result.timings["total_s"]
+        print(
+            f"\n--- budget mode, sentences, target_ratio={ratio}: {result.original_tokens} -> "
+            f"{result.compressed_tokens} o200k tokens ({result.ratio:.1f}x) in {seconds:.2f} s "
+            f"({result.original_tokens / seconds:,.0f} tokens/s)"
+        )
+        for span in result.span_texts:
+            print(f"  [kept] {collapse_whitespace(span)}")
+        print(f"  answer string kept: {facts['answer'].lower() in result.text.lower()}")
+    [tags] = engine.compress(facts["query"], [text], mode="tags", granularity="sentence")
+    print(
+        f"\n--- tags mode (official argmax decoding, no budget): {tags.original_tokens} -> "
+        f"{tags.compressed_tokens} tokens ({tags.ratio:.1f}x), {len(tags.spans)} spans; "
+        f"answer string kept: {facts['answer'].lower() in tags.text.lower()}"
+    )
+    print(f"\nsample: {facts['source']}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from cprs_integrations.training.trainer import TrainConfig, train
 
@@ -57,7 +89,13 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_file(args.config)
     if args.seed is not None:
         config.seed = args.seed
-    train(config, args.output, resume=args.resume, stop_after_minutes=args.stop_after_minutes)
+    train(
+        config,
+        args.output,
+        resume=args.resume,
+        stop_after_minutes=args.stop_after_minutes,
+        stop_at_step=args.stop_at_step,
+    )
     return 0
 
 
@@ -81,12 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--json", action="store_true", help="print results as JSON")
     compress.set_defaults(func=_compress)
 
+    demo = commands.add_parser("demo", help="compress the bundled sample document and print what was kept")
+    demo.add_argument("--model", default=None, help="critic folder or hub id (default: embedded)")
+    demo.add_argument("--device", default=None)
+    demo.set_defaults(func=_demo)
+
     train = commands.add_parser("train", help="train an encoder critic (CPU friendly)")
     train.add_argument("--config", required=True)
     train.add_argument("--output", required=True)
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--resume", action="store_true")
     train.add_argument("--stop-after-minutes", type=float, default=None)
+    train.add_argument("--stop-at-step", type=int, default=None, help="finish early (LR schedule unchanged)")
     train.set_defaults(func=_train)
     return parser
 

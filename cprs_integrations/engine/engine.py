@@ -186,6 +186,20 @@ class CPRSEngine:
 
         return shared_engine(cls, model, kwargs)
 
+    def register_shared(self, model: str | os.PathLike[str] | None = None, **kwargs: Any) -> CPRSEngine:
+        """Make this engine what :meth:`shared` returns for these arguments (by default: the no-argument default).
+
+        Adapters built without ``model`` / ``engine_kwargs`` then use it, e.g. a GPU 7B critic for a whole app.
+
+        Example:
+            >>> CPRSEngine.from_pretrained("path/to/critic").register_shared()  # doctest: +SKIP
+            >>> CPRSDocumentCompressor()  # now compresses with that critic  # doctest: +SKIP
+        """
+        from cprs_integrations.engine.registry import register_shared_engine
+
+        register_shared_engine(self, model, kwargs)
+        return self
+
     # ---------------------------------------------------------------------------------------------- compression
 
     def compress(
@@ -447,7 +461,9 @@ def _select(
     started = time.perf_counter()
     texts = [s.text for s in scored]
     units = [
-        segment.units_for(options.granularity, s.text, s.offsets, options.chunk_tokens) if s.text.strip() else _no_units()
+        segment.units_for(options.granularity, s.text, s.offsets, options.chunk_tokens)
+        if s.text.strip()
+        else _no_units()
         for s in scored
     ]
     original = [count_tokens(t) if t else 0 for t in texts]

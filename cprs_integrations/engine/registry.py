@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from pathlib import Path
@@ -23,15 +24,23 @@ def _freeze(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
 
 
-def engine_key(model: str | os.PathLike[str] | None, options: dict[str, Any]) -> tuple[Any, ...]:
-    """A hashable key: the resolved model location plus the loading options."""
-    where = None if model is None else str(Path(model).resolve()) if Path(model).exists() else str(model)
-    return (where, _freeze(options))
+def engine_key(cls: type[CPRSEngine], model: str | os.PathLike[str] | None, options: dict[str, Any]) -> tuple[Any, ...]:
+    """A hashable key: the resolved model location plus every loading option, defaults filled in.
+
+    ``shared()`` and ``shared(dtype="auto")`` therefore name the same engine. Unknown options are a ``TypeError``.
+    """
+    bound = inspect.signature(cls.from_pretrained).bind(model, **options)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    where = arguments.pop("model")
+    if where is not None:
+        where = str(Path(where).resolve()) if Path(where).exists() else str(where)
+    return (where, _freeze(arguments))
 
 
 def shared_engine(cls: type[CPRSEngine], model: str | os.PathLike[str] | None, options: dict[str, Any]) -> CPRSEngine:
     """Return the engine for this key, loading it once even when many threads ask at the same time."""
-    key = engine_key(model, options)
+    key = engine_key(cls, model, options)
     with _registry_lock:
         engine = _engines.get(key)
         if engine is not None:
@@ -44,6 +53,15 @@ def shared_engine(cls: type[CPRSEngine], model: str | os.PathLike[str] | None, o
             with _registry_lock:
                 _engines[key] = engine
         return engine
+
+
+def register_shared_engine(
+    engine: CPRSEngine, model: str | os.PathLike[str] | None = None, options: dict[str, Any] | None = None
+) -> None:
+    """Make ``engine`` the shared engine for these arguments (e.g. a custom critic as every adapter's default)."""
+    key = engine_key(type(engine), model, options or {})
+    with _registry_lock:
+        _engines[key] = engine
 
 
 def clear_shared_engines() -> None:

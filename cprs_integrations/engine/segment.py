@@ -20,11 +20,14 @@ import re
 import numpy as np
 
 # A sentence ends after . ! ? … (plus closing quotes / brackets) followed by whitespace and a character that is not
-# a lower-case ASCII letter (so "e.g. the" does not split), after CJK full stops, or at any line break.
+# a lower-case ASCII letter (so "e.g. the" does not split), unless the period ends an initial ("C. Robert") or a
+# common title abbreviation ("Dr. Who"); after CJK full stops; at a line break unless the next line starts in lower
+# case (hard-wrapped text keeps its sentences whole; a title line stays apart from the sentence after it).
+_NOT_AN_ABBREVIATION = r"(?<!\b[A-Z])(?<!\bMr)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\bJr)(?<!\bSr)(?<!\bMrs)(?<!\bvs)(?<!\bNo)"
 _SENTENCE_BREAK = re.compile(
-    r"""[.!?…]+['"”’)\]]*\s+(?=[^\sa-z])"""
+    _NOT_AN_ABBREVIATION + r"""[.!?…]+['"”’)\]]*\s+(?=[^\sa-z])"""
     r"""|[。！？]+['"”’」』)]*\s*"""
-    r"""|\s*\n\s*"""
+    r"""|\s*\n\s*(?![a-z])"""
 )
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
@@ -75,7 +78,7 @@ def _split_long(text: str, spans: np.ndarray, max_chars: int) -> np.ndarray:
 
 
 def sentence_spans(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> np.ndarray:
-    """Sentence boundaries (line breaks always end a sentence).
+    """Sentence boundaries (a line break ends a sentence unless the next line starts in lower case).
 
     Args:
         text: Any string.
@@ -86,7 +89,7 @@ def sentence_spans(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> np.ndarray
 
     Example:
         >>> sentence_spans("Dr. Who came. He left.").tolist()
-        [[0, 3], [4, 13], [14, 22]]
+        [[0, 13], [14, 22]]
     """
     cuts = [m.end() for m in _SENTENCE_BREAK.finditer(text)]
     return _split_long(text, _pieces_between(text, cuts), max_chars)

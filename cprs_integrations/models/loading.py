@@ -1,7 +1,8 @@
 """Load a critic from a local folder or a hub id: detect its kind from ``config.json`` and dispatch.
 
 * ``model_type == "qwen2"`` -> :class:`~cprs_integrations.models.decoder.DecoderCritic` (QwenLong-CPRS layout).
-* a ``*ForTokenClassification`` config with labels ``B, I, O, E`` -> :class:`~cprs_integrations.models.encoder.EncoderCritic`.
+* a ``*ForTokenClassification`` config with labels ``B, I, O, E`` ->
+  :class:`~cprs_integrations.models.encoder.EncoderCritic`.
 * anything else is an error that says what a CPRS critic looks like.
 """
 

@@ -48,9 +48,7 @@ class TrainConfig:
     pos_weight: float = 15.0
     token_loss_weight: float = 0.5
     tag_loss_weight: float = 0.2
-    granularity_mix: dict[str, float] = field(
-        default_factory=lambda: {"sentence": 0.6, "paragraph": 0.2, "token": 0.2}
-    )
+    granularity_mix: dict[str, float] = field(default_factory=lambda: {"sentence": 0.6, "paragraph": 0.2, "token": 0.2})
     synthetic_per_epoch: int = 1600
     checkpoint_minutes: float = 10.0
     bf16: bool = False  # only on CPUs with AMX / AVX-512-BF16: elsewhere bf16 autocast is ~20x slower
@@ -210,9 +208,7 @@ def critic_loss(logits: Any, batch: dict[str, Any], config: TrainConfig) -> tupl
     tags = batch["tags"]
     keep_logit = torch.logsumexp(token_logits[:, [TAG_B, TAG_I, TAG_E]], dim=-1) - token_logits[:, TAG_O]
     is_keep = (tags != TAG_O).float()
-    token_loss = F.binary_cross_entropy_with_logits(
-        keep_logit, is_keep, pos_weight=torch.tensor(config.pos_weight)
-    )
+    token_loss = F.binary_cross_entropy_with_logits(keep_logit, is_keep, pos_weight=torch.tensor(config.pos_weight))
     unit_ids = batch["unit_ids"]
     valid = unit_ids >= 0
     n_units = int(batch["unit_labels"].shape[0])
@@ -225,10 +221,7 @@ def critic_loss(logits: Any, batch: dict[str, Any], config: TrainConfig) -> tupl
     else:
         unit_loss = keep_logit.sum() * 0.0
     kept = tags != TAG_O
-    if bool(kept.any()):
-        tag_loss = F.cross_entropy(token_logits[kept], tags[kept])
-    else:
-        tag_loss = keep_logit.sum() * 0.0
+    tag_loss = F.cross_entropy(token_logits[kept], tags[kept]) if bool(kept.any()) else keep_logit.sum() * 0.0
     loss = unit_loss + config.token_loss_weight * token_loss + config.tag_loss_weight * tag_loss
     return loss, {"unit": unit_loss.item(), "token": token_loss.item(), "tag": tag_loss.item()}
 
@@ -273,7 +266,13 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return max(0.0, (config.max_steps - step) / max(1, config.max_steps - config.warmup_steps))
 
 
-def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_after_minutes: float | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    output: str | Path,
+    resume: bool = False,
+    stop_after_minutes: float | None = None,
+    stop_at_step: int | None = None,
+) -> Path:
     """Train and save a critic to ``output`` (checkpoints in ``output/checkpoint``).
 
     Args:
@@ -281,6 +280,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
         output: Folder for the final critic (standard HF token-classification layout, bf16 safetensors).
         resume: Continue from ``output/checkpoint`` if it exists.
         stop_after_minutes: Save a checkpoint and return after this long (resume later to finish).
+        stop_at_step: Finish early at this step (the LR schedule still follows ``max_steps``) and save the critic.
     """
     import torch
 
@@ -309,11 +309,12 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     last_checkpoint = time.time()
     tokens_seen, window_started = 0, time.time()
     pad_id = tokenizer.pad_token_id or 0
-    while step < config.max_steps:
+    last_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
+    while step < last_step:
         records = build_windows(critic, epoch_examples(config, epoch), config.window_tokens)
         batches = epoch_batches(config, records, epoch)
         logger.info("epoch %d: %d windows, %d batches", epoch, len(records), len(batches))
-        while position < len(batches) and step < config.max_steps:
+        while position < len(batches) and step < last_step:
             batch = collate([records[i] for i in batches[position]], pad_id)
             for group in optimizer.param_groups:
                 group["lr"] = (config.lr_head if group is optimizer.param_groups[0] else config.lr_body) * _lr_factor(
@@ -341,13 +342,29 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
                 eta = (config.max_steps - step) * (time.time() - window_started) / max(1, config.log_every) / 60
                 logger.info(
                     "step %d/%d epoch %d loss %.4f (unit %.4f token %.4f tag %.4f) %.0f tok/s eta %.0f min",
-                    step, config.max_steps, epoch, mean["loss"], mean["unit"], mean["token"], mean["tag"], rate, eta,
+                    step,
+                    config.max_steps,
+                    epoch,
+                    mean["loss"],
+                    mean["unit"],
+                    mean["token"],
+                    mean["tag"],
+                    rate,
+                    eta,
                 )
                 tokens_seen, window_started = 0, time.time()
             out_of_time = stop_after_minutes is not None and time.time() - started > stop_after_minutes * 60
             if time.time() - last_checkpoint > config.checkpoint_minutes * 60 or out_of_time:
-                _save_checkpoint(checkpoint_dir, model, optimizer, step, epoch, position, history,
-                                 elapsed_before + time.time() - started)
+                _save_checkpoint(
+                    checkpoint_dir,
+                    model,
+                    optimizer,
+                    step,
+                    epoch,
+                    position,
+                    history,
+                    elapsed_before + time.time() - started,
+                )
                 _save_critic(model, tokenizer, output / "latest", config, step, elapsed_before + time.time() - started)
                 last_checkpoint = time.time()
                 if out_of_time:
@@ -362,13 +379,28 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     return output
 
 
-def _save_checkpoint(folder: Path, model: Any, optimizer: Any, step: int, epoch: int, position: int,
-                     history: list[dict[str, float]], elapsed: float) -> None:
+def _save_checkpoint(
+    folder: Path,
+    model: Any,
+    optimizer: Any,
+    step: int,
+    epoch: int,
+    position: int,
+    history: list[dict[str, float]],
+    elapsed: float,
+) -> None:
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
-             "position": position, "history": history, "elapsed": elapsed}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "position": position,
+        "history": history,
+        "elapsed": elapsed,
+    }
     torch.save(state, folder / "state.tmp")
     (folder / "state.tmp").replace(folder / "state.pt")
 
@@ -391,5 +423,3 @@ def _save_critic(model: Any, tokenizer: Any, folder: Path, config: TrainConfig, 
 def lr_schedule_preview(config: TrainConfig) -> list[float]:
     """LR factor at a few steps (for docs and sanity checks)."""
     return [_lr_factor(s, config) for s in (0, config.warmup_steps, config.max_steps // 2, config.max_steps - 1)]
-
-

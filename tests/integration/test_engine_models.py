@@ -88,8 +88,19 @@ def test_cli_compress_prints_json(tiny_encoder_dir, tmp_path, capsys, long_text)
     doc = tmp_path / "doc.txt"
     doc.write_text(long_text[:3000], encoding="utf-8")
     code = cli_main(
-        ["compress", "--model", str(tiny_encoder_dir), "--device", "cpu", "--query", "What?", "--ratio", "0.2",
-         "--json", str(doc)]
+        [
+            "compress",
+            "--model",
+            str(tiny_encoder_dir),
+            "--device",
+            "cpu",
+            "--query",
+            "What?",
+            "--ratio",
+            "0.2",
+            "--json",
+            str(doc),
+        ]
     )
     assert code == 0
     [out] = json.loads(capsys.readouterr().out)
@@ -109,3 +120,14 @@ def test_default_critic_folder_is_complete():
 
     names = {p.name for p in Path(DEFAULT_CRITIC_DIR).iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= names
+
+
+def test_shared_engine_key_fills_in_defaults_and_register_shared(tiny_encoder_dir):
+    clear_shared_engines()
+    a = CPRSEngine.shared(tiny_encoder_dir, device="cpu")
+    assert CPRSEngine.shared(tiny_encoder_dir, device="cpu", dtype="auto", window_tokens=None) is a
+    with pytest.raises(TypeError):
+        CPRSEngine.shared(tiny_encoder_dir, no_such_option=1)
+    a.register_shared()
+    assert CPRSEngine.shared() is a
+    clear_shared_engines()

@@ -13,7 +13,9 @@ from cprs_integrations.engine.budget import resolve_token_counter
 from tests.unit.fakes import KeywordCritic
 
 COUNT = resolve_token_counter("o200k_base")
-WORDS = st.sampled_from(["zebra", "river", "bread", "the", "a", "Museum", "42", "é", "日本", "🙂", "\n", "\n\n", ". ", "! "])
+WORDS = st.sampled_from(
+    ["zebra", "river", "bread", "the", "a", "Museum", "42", "é", "日本", "🙂", "\n", "\n\n", ". ", "! "]
+)
 TEXTS = st.one_of(
     st.lists(WORDS, max_size=80).map(" ".join),
     st.text(max_size=300),

@@ -12,7 +12,7 @@ from cprs_integrations.engine.selection import (
 )
 from cprs_integrations.models.base import TAG_B, TAG_E, TAG_I, TAG_O
 
-B, I, O, E = TAG_B, TAG_I, TAG_O, TAG_E
+B, I, O, E = TAG_B, TAG_I, TAG_O, TAG_E  # noqa: E741 (the tag names)
 
 
 def one_hot(tags: list[int]) -> np.ndarray:
