@@ -33,7 +33,7 @@ pytest.importorskip("rank_bm25")
 pytest.importorskip("matplotlib")
 
 
-def _run(*args: str, timeout: int = 120) -> None:
+def _run(*args: str, timeout: int = 600) -> None:
     done = subprocess.run(
         [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
     )
