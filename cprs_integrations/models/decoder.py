@@ -140,9 +140,7 @@ class Qwen2CriticModel(Qwen2PreTrainedModel):
         for index, layer in enumerate(self.model.layers):
             layer.self_attn.is_causal = index < value
 
-    def attention_masks(
-        self, attention_mask: torch.Tensor, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def attention_masks(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Additive float masks (0 = attend, dtype min = masked): ``(causal + padding, padding only)``.
 
         Args:
@@ -205,9 +203,7 @@ class DecoderCritic(TokenCritic):
 
     kind = "decoder"
 
-    def __init__(
-        self, model: Qwen2CriticModel, tokenizer: Any, name_or_path: str = "", batch_size: int | None = None
-    ):
+    def __init__(self, model: Qwen2CriticModel, tokenizer: Any, name_or_path: str = "", batch_size: int | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name_or_path = name_or_path
@@ -279,8 +275,7 @@ class DecoderCritic(TokenCritic):
         config = AutoConfig.from_pretrained(path, **common)
         if getattr(config, "model_type", None) != "qwen2":
             raise ValueError(
-                f"{path} is not a CPRS decoder critic: expected model_type 'qwen2', "
-                f"found {config.model_type!r}"
+                f"{path} is not a CPRS decoder critic: expected model_type 'qwen2', found {config.model_type!r}"
             )
         if not isinstance(config, Qwen2Config):  # a remote-code config class: keep its values, not its code
             config = Qwen2Config.from_dict(config.to_dict())
@@ -307,9 +302,7 @@ class DecoderCritic(TokenCritic):
         if any(key.startswith("cls_head.") for key in missing):
             raise _not_a_critic(path, "its weights have no cls_head")
         if missing:
-            raise ValueError(
-                f"{path}: the checkpoint lacks {len(missing)} weight(s) of the critic, e.g. {missing[:3]}"
-            )
+            raise ValueError(f"{path}: the checkpoint lacks {len(missing)} weight(s) of the critic, e.g. {missing[:3]}")
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
         if target is not None:
             model = model.to(target)
@@ -370,9 +363,7 @@ class DecoderCritic(TokenCritic):
 def _special_id(tokenizer: Any, token: str) -> int:
     value = tokenizer.convert_tokens_to_ids(token)
     if value is None or value == tokenizer.unk_token_id:
-        raise ValueError(
-            f"decoder critic tokenizer {type(tokenizer).__name__} has no {token} token (a Qwen tokenizer)"
-        )
+        raise ValueError(f"decoder critic tokenizer {type(tokenizer).__name__} has no {token} token (a Qwen tokenizer)")
     return int(value)
 
 

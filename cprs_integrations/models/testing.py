@@ -32,9 +32,7 @@ TOKENIZER_FILES = (
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None:
-        raise FileNotFoundError(
-            f"package {name!r} is not installed; it provides the tokenizer files for tests"
-        )
+        raise FileNotFoundError(f"package {name!r} is not installed; it provides the tokenizer files for tests")
     if spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
     if spec.origin is None:
@@ -62,11 +60,7 @@ def copy_tokenizer_files(source: str | Path, target: str | Path) -> list[Path]:
     if not any((source / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise FileNotFoundError(f"{source} holds no tokenizer files")
     target.mkdir(parents=True, exist_ok=True)
-    return [
-        Path(shutil.copy2(source / name, target / name))
-        for name in TOKENIZER_FILES
-        if (source / name).is_file()
-    ]
+    return [Path(shutil.copy2(source / name, target / name)) for name in TOKENIZER_FILES if (source / name).is_file()]
 
 
 @lru_cache(maxsize=4)
@@ -146,9 +140,7 @@ def save_tiny_decoder_critic(
         index = json.loads(index_file.read_text(encoding="utf-8"))
         shard = sorted(set(index["weight_map"].values()))[-1]
         index["weight_map"]["lm_head.weight"] = shard
-        index.setdefault("metadata", {})["total_size"] = (
-            index["metadata"].get("total_size", 0) + lm_head.nbytes
-        )
+        index.setdefault("metadata", {})["total_size"] = index["metadata"].get("total_size", 0) + lm_head.nbytes
         index_file.write_text(json.dumps(index, indent=2, sort_keys=True), encoding="utf-8")
     else:
         shard = "model.safetensors"

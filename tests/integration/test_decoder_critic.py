@@ -44,9 +44,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sharded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_decoder_critic(
-        tmp_path_factory.mktemp("sharded") / "critic", qwen_tokenizer_dir(), sharded=True
-    )
+    return save_tiny_decoder_critic(tmp_path_factory.mktemp("sharded") / "critic", qwen_tokenizer_dir(), sharded=True)
 
 
 @pytest.fixture(scope="session")
@@ -271,9 +269,7 @@ def test_eager_and_sdpa_agree(critic: DecoderCritic, tiny_dir: Path, layout: Pro
     eager = DecoderCritic(model, critic.tokenizer)
     assert eager.model.config._attn_implementation == "eager"
     windows = [_window(9), _window(20, start=4000)]
-    for ours, theirs in zip(
-        critic.score_windows(layout, windows), eager.score_windows(layout, windows), strict=True
-    ):
+    for ours, theirs in zip(critic.score_windows(layout, windows), eager.score_windows(layout, windows), strict=True):
         np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
@@ -282,9 +278,7 @@ def test_replicate_gives_an_independent_copy(critic: DecoderCritic, layout: Prom
     assert clone.model is not critic.model
     assert clone.bidirectional_from == critic.bidirectional_from
     window = [_window(10)]
-    np.testing.assert_allclose(
-        clone.score_windows(layout, window)[0], critic.score_windows(layout, window)[0]
-    )
+    np.testing.assert_allclose(clone.score_windows(layout, window)[0], critic.score_windows(layout, window)[0])
 
 
 def test_model_alone_matches_its_docstring() -> None:
@@ -314,9 +308,7 @@ def test_prompt_layout_is_the_official_template(critic: DecoderCritic, layout: P
 
 
 @pytest.mark.parametrize("max_prefix_tokens", [20, 30, 60])
-def test_prompt_layout_truncates_query_then_instruction(
-    critic: DecoderCritic, max_prefix_tokens: int
-) -> None:
+def test_prompt_layout_truncates_query_then_instruction(critic: DecoderCritic, max_prefix_tokens: int) -> None:
     long_query = "Who founded the company and when? " * 20
     layout = critic.prompt_layout(INSTRUCTION, long_query, max_prefix_tokens)
     assert layout.overhead <= max_prefix_tokens
