@@ -38,7 +38,7 @@ README_SETTINGS: dict[str, Any] = {
     "rank_method": "longllmlingua",
 }
 #: Times LongLLMLingua is asked again, with a smaller target, while its output exceeds the budget.
-RETRIES = 2
+RETRIES = 1
 
 
 class LegacyCacheModel:
