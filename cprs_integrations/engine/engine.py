@@ -17,6 +17,7 @@ import numpy as np
 
 from cprs_integrations.engine import segment
 from cprs_integrations.engine.budget import resolve_token_counter
+from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT, fused_priorities
 from cprs_integrations.engine.prompts import check_granularity, instruction_for
 from cprs_integrations.engine.result import CompressionResult, KeptSpan
 from cprs_integrations.engine.selection import (
@@ -24,7 +25,7 @@ from cprs_integrations.engine.selection import (
     join_spans,
     select_by_tags,
     select_under_budgets,
-    unit_scores,
+    unit_log_odds,
 )
 from cprs_integrations.engine.windows import TokenizedText, boundary_token_starts, cut_windows, tokenize_with_offsets
 from cprs_integrations.models.base import PromptLayout, TokenCritic
@@ -40,11 +41,12 @@ PROGRESS_MIN_WINDOWS = 256
 
 @dataclass(frozen=True)
 class TokenScores:
-    """Per-token scores of one text: critic token offsets and their B/I/O/E probabilities."""
+    """Per-token scores of one text: critic token offsets, their B/I/O/E probabilities, and the query they answer."""
 
     text: str
     offsets: np.ndarray
     probs: np.ndarray
+    query: str = ""
 
     @property
     def keep_probs(self) -> np.ndarray:
@@ -219,6 +221,7 @@ class CPRSEngine:
         chunk_tokens: int = 128,
         min_span_tokens: int = 4,
         gap_fill_tokens: int = 20,
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         show_progress: bool | None = None,
     ) -> list[CompressionResult]:
         """Compress ``texts`` for ``query``: one :class:`CompressionResult` per text, in input order.
@@ -239,6 +242,10 @@ class CPRSEngine:
             chunk_tokens: Size of ``chunk`` units in critic tokens.
             min_span_tokens: Tags mode: drop spans of at most this many tokens (official default 4).
             gap_fill_tokens: Tags mode: fill O-gaps shorter than this after a B (official default 20).
+            lexical_weight: Budget mode at ``sentence`` / ``paragraph`` / ``chunk`` granularity: units are ranked by
+                ``z(critic) + lexical_weight x z(BM25)`` over the units competing for a budget (see
+                :mod:`cprs_integrations.engine.lexical`); 0 ranks by the critic alone. Not used at ``token``
+                granularity or in tags mode. Reported span scores stay the critic's.
             show_progress: Show a tqdm bar; ``None`` shows it for calls of at least 256 windows.
 
         Returns:
@@ -257,7 +264,15 @@ class CPRSEngine:
         texts = _check_texts(texts)
         query = _check_query(query)
         options = _SelectOptions.checked(
-            granularity, mode, target_ratio, target_tokens, separator, chunk_tokens, min_span_tokens, gap_fill_tokens
+            granularity,
+            mode,
+            target_ratio,
+            target_tokens,
+            separator,
+            chunk_tokens,
+            min_span_tokens,
+            gap_fill_tokens,
+            lexical_weight,
         )
         if instruction is None:
             instruction = instruction_for(options.granularity, language)
@@ -283,6 +298,7 @@ class CPRSEngine:
         chunk_tokens: int = 128,
         min_span_tokens: int = 4,
         gap_fill_tokens: int = 20,
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
     ) -> list[CompressionResult]:
         """Selection alone, on scores from :meth:`score`: try several budgets or modes without re-scoring.
 
@@ -295,7 +311,15 @@ class CPRSEngine:
             >>> at_10x = engine.select(scored, target_ratio=0.1)  # doctest: +SKIP
         """
         options = _SelectOptions.checked(
-            granularity, mode, target_ratio, target_tokens, separator, chunk_tokens, min_span_tokens, gap_fill_tokens
+            granularity,
+            mode,
+            target_ratio,
+            target_tokens,
+            separator,
+            chunk_tokens,
+            min_span_tokens,
+            gap_fill_tokens,
+            lexical_weight,
         )
         return _select(list(scored), options, resolve_token_counter(token_counter), per_text_budget)
 
@@ -351,7 +375,7 @@ class CPRSEngine:
         timings["score_s"] = time.perf_counter() - scoring_started
         timings["windows"] = float(len(windows))
         timings["critic_tokens"] = float(total_tokens)
-        return _gather(texts, tokenized, windows, window_probs), timings
+        return _gather(query, texts, tokenized, windows, window_probs), timings
 
     def _score_windows(
         self,
@@ -428,6 +452,7 @@ class _SelectOptions:
     chunk_tokens: int
     min_span_tokens: int
     gap_fill_tokens: int
+    lexical_weight: float
 
     @classmethod
     def checked(
@@ -440,6 +465,7 @@ class _SelectOptions:
         chunk_tokens: Any,
         min_span_tokens: Any,
         gap_fill_tokens: Any,
+        lexical_weight: Any = DEFAULT_LEXICAL_WEIGHT,
     ) -> _SelectOptions:
         granularity = check_granularity(granularity)
         if mode not in MODES:
@@ -450,8 +476,23 @@ class _SelectOptions:
         _positive_int("chunk_tokens", chunk_tokens)
         _non_negative_int("min_span_tokens", min_span_tokens)
         _positive_int("gap_fill_tokens", gap_fill_tokens)
+        if (
+            isinstance(lexical_weight, bool)
+            or not isinstance(lexical_weight, (int, float))
+            or not math.isfinite(lexical_weight)
+            or lexical_weight < 0
+        ):
+            raise ValueError(f"lexical_weight must be a finite number >= 0, got {lexical_weight!r}")
         return cls(
-            granularity, mode, target_ratio, target_tokens, separator, chunk_tokens, min_span_tokens, gap_fill_tokens
+            granularity,
+            mode,
+            target_ratio,
+            target_tokens,
+            separator,
+            chunk_tokens,
+            min_span_tokens,
+            gap_fill_tokens,
+            float(lexical_weight),
         )
 
 
@@ -479,10 +520,24 @@ def _select(
             for s, u in zip(scored, units)
         ]
     else:
-        scores = [unit_scores(u, s.offsets, s.probs) for s, u in zip(scored, units)]
+        log_odds = [unit_log_odds(u, s.offsets, s.probs) for s, u in zip(scored, units)]
+        scores = [1.0 / (1.0 + np.exp(-x)) for x in log_odds]
         groups = list(range(len(texts))) if per_text_budget else [0] * len(texts)
         budgets = _budgets(original, per_text_budget, options.target_ratio, options.target_tokens)
-        selections = select_under_budgets(texts, units, scores, budgets, groups, count_tokens, options.separator)
+        priorities = None
+        if options.lexical_weight > 0 and options.granularity != "token":
+            queries = {s.query for s in scored if s.text.strip()}
+            if queries and (len(queries) > 1 or "" in queries):
+                raise ValueError(
+                    "lexical_weight > 0 needs the one query the texts were scored for (TokenScores.query); "
+                    "score them with engine.score(query, texts) or pass lexical_weight=0"
+                )
+            paragraphs = [segment.paragraph_spans(t) if t.strip() else _no_units() for t in texts]
+            query = next(iter(queries), "")
+            priorities = fused_priorities(query, texts, units, paragraphs, log_odds, groups, options.lexical_weight)
+        selections = select_under_budgets(
+            texts, units, scores, budgets, groups, count_tokens, options.separator, priorities
+        )
     timings = {"select_s": time.perf_counter() - started}
     return [
         _result(s.text, selection, original[i], count_tokens, options, timings, _best_token_score(s))
@@ -551,7 +606,11 @@ def _no_units() -> np.ndarray:
 
 
 def _gather(
-    texts: list[str], tokenized: list[TokenizedText], windows: list[tuple[int, int, int]], probs: list[np.ndarray]
+    query: str,
+    texts: list[str],
+    tokenized: list[TokenizedText],
+    windows: list[tuple[int, int, int]],
+    probs: list[np.ndarray],
 ) -> list[TokenScores]:
     """Concatenate window probabilities back into one array per text (windows are consecutive per text)."""
     per_text: list[list[np.ndarray]] = [[] for _ in texts]
@@ -562,6 +621,7 @@ def _gather(
             text=text,
             offsets=tok.offsets,
             probs=np.concatenate(parts) if parts else np.zeros((0, 4), np.float32),
+            query=query,
         )
         for text, tok, parts in zip(texts, tokenized, per_text)
     ]

@@ -57,8 +57,8 @@ def token_unit_index(units: np.ndarray, token_offsets: np.ndarray) -> np.ndarray
     return np.where(inside, idx, -1)
 
 
-def unit_scores(units: np.ndarray, token_offsets: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Score of each unit: sigmoid of the mean keep log-odds of its tokens (0.0 for a unit without tokens)."""
+def unit_log_odds(units: np.ndarray, token_offsets: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Mean keep log-odds of each unit's tokens (``-inf`` for a unit without tokens)."""
     if len(units) == 0:
         return np.zeros(0, dtype=np.float64)
     idx = token_unit_index(units, token_offsets)
@@ -66,8 +66,12 @@ def unit_scores(units: np.ndarray, token_offsets: np.ndarray, probs: np.ndarray)
     logits = keep_log_odds(probs)[valid]
     sums = np.bincount(idx[valid], weights=logits, minlength=len(units))
     counts = np.bincount(idx[valid], minlength=len(units))
-    mean = np.divide(sums, counts, out=np.full(len(units), -np.inf), where=counts > 0)
-    return 1.0 / (1.0 + np.exp(-mean))
+    return np.divide(sums, counts, out=np.full(len(units), -np.inf), where=counts > 0)
+
+
+def unit_scores(units: np.ndarray, token_offsets: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Score of each unit: sigmoid of the mean keep log-odds of its tokens (0.0 for a unit without tokens)."""
+    return 1.0 / (1.0 + np.exp(-unit_log_odds(units, token_offsets, probs)))
 
 
 # ------------------------------------------------------------------------------------------------- tags mode
@@ -199,6 +203,7 @@ def select_under_budgets(
     groups: Sequence[int],
     count_tokens: Callable[[str], int],
     separator: str,
+    priorities: Sequence[np.ndarray] | None = None,
 ) -> list[Selection]:
     """Greedy selection of units under token budgets.
 
@@ -210,13 +215,15 @@ def select_under_budgets(
         groups: For each text, the index of its budget group (all 0 for one global budget, ``i`` for per-text).
         count_tokens: The token counter of the budget.
         separator: What joins non-adjacent slices (its tokens count against the budget).
+        priorities: Per text, the ranking key of each unit (default: ``scores``); spans still report ``scores``.
 
     Returns:
         One :class:`Selection` per text; the counted tokens of the joined texts of each group never exceed its budget.
     """
     separator_cost = count_tokens(separator) if separator else 0
+    ranks = scores if priorities is None else priorities
     candidates = [
-        (-float(scores[t][u]), t, u) for t in range(len(texts)) for u in range(len(units[t])) if budgets[groups[t]] > 0
+        (-float(ranks[t][u]), t, u) for t in range(len(texts)) for u in range(len(units[t])) if budgets[groups[t]] > 0
     ]
     candidates.sort()
     remaining = list(budgets)
@@ -235,13 +242,14 @@ def select_under_budgets(
             chosen[t].append(u)
             remaining[group] -= cost
     selections = [assemble(texts[t], units[t], chosen[t], scores[t]) for t in range(len(texts))]
-    return _enforce_budgets(texts, units, scores, chosen, selections, budgets, groups, count_tokens, separator)
+    return _enforce_budgets(texts, units, scores, ranks, chosen, selections, budgets, groups, count_tokens, separator)
 
 
 def _enforce_budgets(
     texts: Sequence[str],
     units: Sequence[np.ndarray],
     scores: Sequence[np.ndarray],
+    ranks: Sequence[np.ndarray],
     chosen: list[list[int]],
     selections: list[Selection],
     budgets: Sequence[int],
@@ -257,7 +265,7 @@ def _enforce_budgets(
         counts = {t: count_tokens(join_spans(texts[t], selections[t].spans, separator)) for t in texts_in_group}
         while sum(counts.values()) > budgets[group]:
             weakest = min(
-                ((float(scores[t][u]), t, u) for t in texts_in_group for u in chosen[t]),
+                ((float(ranks[t][u]), t, u) for t in texts_in_group for u in chosen[t]),
                 default=None,
             )
             if weakest is None:

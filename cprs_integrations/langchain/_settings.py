@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
+
 if TYPE_CHECKING:
     from cprs_integrations.engine.engine import CPRSEngine
 
@@ -115,6 +117,14 @@ class CompressionSettings(EngineSettings):
         description="Inserted between non-adjacent kept slices of a document (its tokens count against the budget).",
     )
 
+    lexical_weight: float = Field(
+        default=DEFAULT_LEXICAL_WEIGHT,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
+        "when ranking units (z-score fusion); 0 ranks by the critic alone.",
+    )
+
     @model_validator(mode="after")
     def _resolve_budget(self) -> CompressionSettings:
         ratio_given = "target_ratio" in self.model_fields_set and self.target_ratio is not None
@@ -146,6 +156,7 @@ class CompressionSettings(EngineSettings):
             "token_counter": self.token_counter,
             "per_text_budget": self.per_document_budget,
             "separator": self.separator,
+            "lexical_weight": self.lexical_weight,
         }
 
 

@@ -37,6 +37,7 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import Field
 
 from cprs_integrations.engine.budget import resolve_token_counter
+from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
 from cprs_integrations.langchain._settings import EngineSettings, check_query
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ def prune_messages(
     instruction: str | None = None,
     token_counter: Any = "o200k_base",
     separator: str = " ... ",
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
 ) -> list[BaseMessage]:
     """Compress the older turns of a chat history so that its text fits ``max_tokens``.
 
@@ -94,6 +96,7 @@ def prune_messages(
         instruction: Free-text instruction for the critic (default: the template of ``granularity``).
         token_counter: How tokens are counted: a tiktoken encoding name, an HF tokenizer or a ``str -> int``.
         separator: Inserted between non-adjacent kept slices of one text (its tokens count).
+        lexical_weight: Weight of BM25 next to the critic when ranking units (0: the critic alone).
 
     Returns:
         New message objects in the input order.
@@ -108,7 +111,12 @@ def prune_messages(
         ['SystemMessage', 'HumanMessage', 'AIMessage', 'ToolMessage', 'AIMessage', 'HumanMessage']
     """
     plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter)
-    options = {"granularity": granularity, "instruction": instruction, "token_counter": token_counter}
+    options = {
+        "granularity": granularity,
+        "instruction": instruction,
+        "token_counter": token_counter,
+        "lexical_weight": lexical_weight,
+    }
     return _prune(plan, (lambda: engine) if engine is not None else _shared_engine, separator=separator, **options)
 
 
@@ -123,10 +131,16 @@ async def aprune_messages(
     instruction: str | None = None,
     token_counter: Any = "o200k_base",
     separator: str = " ... ",
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
 ) -> list[BaseMessage]:
     """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread)."""
     plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter)
-    options = {"granularity": granularity, "instruction": instruction, "token_counter": token_counter}
+    options = {
+        "granularity": granularity,
+        "instruction": instruction,
+        "token_counter": token_counter,
+        "lexical_weight": lexical_weight,
+    }
     get_engine = (lambda: engine) if engine is not None else _shared_engine
     return await _aprune(plan, get_engine, separator=separator, **options)
 
@@ -160,6 +174,13 @@ class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list
         description="How tokens are counted: a tiktoken encoding name, an HF tokenizer or a str -> int callable.",
     )
     separator: str = Field(default=" ... ", description="Inserted between non-adjacent kept slices of one text.")
+    lexical_weight: float = Field(
+        default=DEFAULT_LEXICAL_WEIGHT,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
+        "when ranking units (z-score fusion); 0 ranks by the critic alone.",
+    )
 
     def invoke(self, input: MessagesInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
         """Prune ``input`` (a list of messages or a prompt value)."""
@@ -185,6 +206,7 @@ class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list
             "instruction": self.instruction,
             "token_counter": self.token_counter,
             "separator": self.separator,
+            "lexical_weight": self.lexical_weight,
         }
 
 

@@ -11,6 +11,7 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, fie
 from llama_index.core.memory import BaseMemoryBlock
 
 from cprs_integrations.engine.budget import resolve_token_counter
+from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
 from cprs_integrations.llama_index._compression import check_engine, check_options, load_engine, model_name
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class CPRSMemoryBlock(BaseMemoryBlock[str]):
         token_counter: How tokens are counted; ``cl100k_base`` by default, the encoding of ``Memory``'s default
             tokenizer, so that the block and ``Memory`` agree on sizes.
         separator: Inserted between non-adjacent kept slices.
+        lexical_weight: Weight of BM25 next to the critic when ranking units (0: the critic alone).
         messages: The flushed messages (copies), oldest first.
 
     Example:
@@ -101,6 +103,13 @@ class CPRSMemoryBlock(BaseMemoryBlock[str]):
         "callable str -> int (cl100k_base matches the default tokenizer of Memory).",
     )
     separator: str = Field(default=" ... ", description="Inserted between non-adjacent kept slices.")
+    lexical_weight: float = Field(
+        default=DEFAULT_LEXICAL_WEIGHT,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
+        "when ranking units (z-score fusion); 0 ranks by the critic alone.",
+    )
     messages: list[ChatMessage] = Field(
         default_factory=list, description="The messages flushed out of short-term memory (copies), oldest first."
     )
@@ -195,6 +204,7 @@ class CPRSMemoryBlock(BaseMemoryBlock[str]):
             target_tokens=budget,
             token_counter=self.token_counter,
             separator=self.separator,
+            lexical_weight=self.lexical_weight,
         )
         return result.text
 

@@ -13,6 +13,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
 from cprs_integrations.llama_index._compression import (
     DEFAULT_TARGET_RATIO,
     budget_options,
@@ -56,6 +57,7 @@ class CPRSNodePostprocessor(BaseNodePostprocessor):
         per_node_budget: Apply the budget to each node separately instead of across all nodes.
         token_counter: How budget tokens are counted (tiktoken name, tiktoken Encoding, HF tokenizer or callable).
         separator: Inserted between non-adjacent kept slices of a node.
+        lexical_weight: Budget mode: weight of BM25 next to the critic when ranking units (0: the critic alone).
         drop_empty: Leave out nodes of which nothing was kept.
         sort_by_score: Order the output by the critic's score instead of keeping the input order (nodes passed
             through keep their retrieval score).
@@ -109,6 +111,13 @@ class CPRSNodePostprocessor(BaseNodePostprocessor):
         "tokenizer or a callable str -> int.",
     )
     separator: str = Field(default=" ... ", description="Inserted between non-adjacent kept slices of a node.")
+    lexical_weight: float = Field(
+        default=DEFAULT_LEXICAL_WEIGHT,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
+        "when ranking units (z-score fusion); 0 ranks by the critic alone.",
+    )
     drop_empty: bool = Field(default=True, description="Leave out nodes of which nothing was kept.")
     sort_by_score: bool = Field(
         default=False, description="Order the output by the critic's score instead of keeping the input order."
@@ -186,6 +195,7 @@ class CPRSNodePostprocessor(BaseNodePostprocessor):
             "token_counter": self.token_counter,
             "per_text_budget": self.per_node_budget,
             "separator": self.separator,
+            "lexical_weight": self.lexical_weight,
             **budget_options(self.mode, self.target_ratio, self.target_tokens),
         }
 

@@ -11,9 +11,11 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 
+from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
 from cprs_integrations.llama_index._compression import (
     budget_options,
     check_engine,
+    check_lexical_weight,
     check_options,
     load_engine,
     model_name,
@@ -47,6 +49,7 @@ class CPRSRetriever(BaseRetriever):
         target_ratio: Budget mode: share of all tokens kept before the top-k cut; ``0.2`` if no budget is given.
         target_tokens: Budget mode: at most this many tokens kept before the top-k cut.
         token_counter: How budget tokens are counted (tiktoken name, tiktoken Encoding, HF tokenizer or callable).
+        lexical_weight: Budget mode: weight of BM25 next to the critic when ranking units (0: the critic alone).
         callback_manager: LlamaIndex callback manager.
         verbose: Passed to ``BaseRetriever``.
 
@@ -73,6 +76,7 @@ class CPRSRetriever(BaseRetriever):
         target_ratio: float | None = None,
         target_tokens: int | None = None,
         token_counter: Any = "o200k_base",
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -84,6 +88,7 @@ class CPRSRetriever(BaseRetriever):
         if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
             raise ValueError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
         check_options(granularity, mode, target_ratio, target_tokens)
+        check_lexical_weight(lexical_weight)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         self._nodes = tuple(nodes)
         self._model = model_name(model)
@@ -95,6 +100,7 @@ class CPRSRetriever(BaseRetriever):
             "instruction": instruction,
             "mode": mode,
             "token_counter": token_counter,
+            "lexical_weight": float(lexical_weight),
             **budget_options(mode, target_ratio, target_tokens),
         }
 

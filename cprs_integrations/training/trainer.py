@@ -36,6 +36,7 @@ class TrainConfig:
 
     seed: int = 13
     base_model: str = "minilm"
+    init_from: str | None = None  # a trained critic folder to continue from (a second stage); relative to the CWD
     window_tokens: int = 512
     batch_windows: int = 8
     max_steps: int = 2000
@@ -227,11 +228,30 @@ def critic_loss(logits: Any, batch: dict[str, Any], config: TrainConfig) -> tupl
 
 
 def new_critic_model(config: TrainConfig) -> tuple[Any, Any]:
-    """The base encoder with a fresh 4-way head (attention dropout 0: the CPU fast path)."""
+    """The model to train (attention dropout 0: the CPU fast path).
+
+    The base encoder with a fresh 4-way head, or, with ``init_from``, a critic trained before (weights loaded in fp32).
+    """
+    import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from cprs_integrations.models.testing import minilm_dir
 
+    if config.init_from is not None:
+        folder = Path(config.init_from)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"init_from={config.init_from!r}: no critic folder with a config.json there")
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForTokenClassification.from_pretrained(
+            folder,
+            attention_probs_dropout_prob=0.0,
+            local_files_only=True,
+            attn_implementation="sdpa",
+            dtype=torch.float32,
+        )
+        if model.config.num_labels != 4:
+            raise ValueError(f"init_from={config.init_from!r} has {model.config.num_labels} labels; a critic has 4")
+        return model, tokenizer
     base = str(minilm_dir()) if config.base_model == "minilm" else config.base_model
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     model = AutoModelForTokenClassification.from_pretrained(

@@ -1,0 +1,153 @@
+"""Lexical evidence for budget mode: BM25 over selection units, fused with the critic's unit scores.
+
+A small critic misses units whose words match the query but whose meaning it has not learnt; BM25 misses
+paraphrases and chains. Ranking by ``z(critic unit log-odds) + lexical_weight x z(BM25)`` (z-scores over the units
+that compete for one budget) beats both on HotpotQA (see the model card). BM25 is Okapi with the ``rank-bm25``
+defaults (k1 1.5, b 0.75, negative IDFs floored at 0.25 x the mean IDF) on lower-cased ``\\w+`` words; the corpus is
+the units of the budget group, and a unit is matched together with its paragraph's heading line (a short first
+line such as a title), because a sentence rarely repeats the name its section is about.
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+_WORD = re.compile(r"\w+")
+#: A paragraph's first line counts as its heading when it has at most this many words and no final period.
+HEADING_MAX_WORDS = 12
+K1, B, EPSILON = 1.5, 0.75, 0.25
+#: Default ``lexical_weight`` of the engine and the adapters (chosen on the HotpotQA dev split, see the model card).
+DEFAULT_LEXICAL_WEIGHT = 0.5
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens.
+
+    Example:
+        >>> words("Who wrote 'Dune'?")
+        ['who', 'wrote', 'dune']
+    """
+    return _WORD.findall(text.lower())
+
+
+def bm25(query: str, documents: Sequence[str]) -> np.ndarray:
+    """Okapi BM25 of each document for ``query`` (``rank_bm25.BM25Okapi`` defaults, same figures).
+
+    Example:
+        >>> scores = bm25("red fox", ["the red fox", "a blue bird", "red paint"])
+        >>> int(scores.argmax())
+        0
+    """
+    corpus = [Counter(words(d)) for d in documents]
+    lengths = np.asarray([sum(c.values()) for c in corpus], dtype=np.float64)
+    if not documents or lengths.sum() == 0:
+        return np.zeros(len(documents))
+    n_docs = len(corpus)
+    document_frequency: Counter[str] = Counter()
+    for counts in corpus:
+        document_frequency.update(counts.keys())
+    idf = {w: math.log(n_docs - df + 0.5) - math.log(df + 0.5) for w, df in document_frequency.items()}
+    floor = EPSILON * sum(idf.values()) / len(idf)
+    idf = {w: (floor if v < 0 else v) for w, v in idf.items()}
+    norm = K1 * (1 - B + B * lengths / lengths.mean())
+    scores = np.zeros(n_docs)
+    for word in words(query):
+        weight = idf.get(word)
+        if not weight:
+            continue
+        tf = np.asarray([c.get(word, 0) for c in corpus], dtype=np.float64)
+        scores += weight * tf * (K1 + 1) / (tf + norm)
+    return scores
+
+
+def zscore(values: np.ndarray) -> np.ndarray:
+    """``(x - mean) / std`` over the finite values; non-finite ones first become the minimum; all equal -> zeros.
+
+    Example:
+        >>> zscore(np.array([1.0, 3.0])).tolist()
+        [-1.0, 1.0]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros_like(values)
+    values = np.where(finite, values, values[finite].min())
+    std = values.std()
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+
+
+def paragraph_headings(text: str, paragraphs: np.ndarray) -> list[tuple[int, int] | None]:
+    """For each paragraph span, the char span of its heading line, or ``None``.
+
+    A heading is a first line followed by more lines, with at most :data:`HEADING_MAX_WORDS` words and not ending in
+    ``.``, ``!`` or ``?`` (a title, a Markdown ``#`` line, a label).
+    """
+    headings: list[tuple[int, int] | None] = []
+    for start, end in paragraphs.tolist():
+        newline = text.find("\n", start, end)
+        line = text[start:newline].strip() if newline >= 0 else ""
+        is_heading = (
+            bool(line)
+            and text[newline:end].strip() != ""
+            and len(words(line)) <= HEADING_MAX_WORDS
+            and not line.endswith((".", "!", "?"))
+        )
+        headings.append((start, newline) if is_heading else None)
+    return headings
+
+
+def unit_documents(text: str, units: np.ndarray, paragraphs: np.ndarray) -> list[str]:
+    """The text BM25 sees for each unit: its paragraph's heading (unless the unit holds it) then the unit itself."""
+    headings = paragraph_headings(text, paragraphs)
+    starts = paragraphs[:, 0] if len(paragraphs) else np.zeros(0, dtype=np.int64)
+    documents = []
+    for start, end in units.tolist():
+        p = int(np.searchsorted(starts, start, side="right")) - 1
+        heading = headings[p] if 0 <= p < len(headings) else None
+        body = text[start:end]
+        if heading is not None and not (start <= heading[0] < end):
+            body = f"{text[heading[0] : heading[1]].strip()}. {body}"
+        documents.append(body)
+    return documents
+
+
+def fused_priorities(
+    query: str,
+    texts: Sequence[str],
+    units: Sequence[np.ndarray],
+    paragraphs: Sequence[np.ndarray],
+    critic_log_odds: Sequence[np.ndarray],
+    groups: Sequence[int],
+    weight: float,
+) -> list[np.ndarray]:
+    """Per text, the ranking priority of each unit: ``z(critic) + weight x z(BM25)`` within its budget group.
+
+    Args:
+        query: The query.
+        texts: The texts.
+        units: Per text, ``(m, 2)`` unit char spans.
+        paragraphs: Per text, its paragraph char spans (for headings).
+        critic_log_odds: Per text, the critic's mean keep log-odds of each unit (``-inf`` for a unit without tokens).
+        groups: Budget group of each text: BM25 statistics and z-scores are taken over a group's units.
+        weight: ``lexical_weight``; 0 ranks by the critic alone (the z-score keeps its order).
+    """
+    priorities: list[np.ndarray] = [np.zeros(0) for _ in texts]
+    members: dict[int, list[int]] = {}
+    for t, g in enumerate(groups):
+        members.setdefault(g, []).append(t)
+    for texts_in_group in members.values():
+        sizes = [len(units[t]) for t in texts_in_group]
+        critic = zscore(np.concatenate([np.asarray(critic_log_odds[t], dtype=np.float64) for t in texts_in_group]))
+        documents = [d for t in texts_in_group for d in unit_documents(texts[t], units[t], paragraphs[t])]
+        lexical = zscore(bm25(query, documents)) if weight else np.zeros(len(documents))
+        fused = critic + weight * lexical
+        for t, piece in zip(texts_in_group, np.split(fused, np.cumsum(sizes)[:-1])):
+            priorities[t] = piece
+    return priorities
