@@ -88,17 +88,6 @@ def spans_output(text: str, spans: np.ndarray) -> Output:
     return Output(text=kept, spans=spans, tokens=o200k()(kept) if kept else 0)
 
 
-def zscore(values: np.ndarray) -> np.ndarray:
-    """``(x - mean) / std`` over the finite values; non-finite ones become the minimum; all-equal -> zeros."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros_like(values)
-    values = np.where(finite, values, values[finite].min())
-    std = values.std()
-    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
-
-
 # ------------------------------------------------------------------------------------------- simple rankers
 
 

@@ -1,5 +1,5 @@
-"""Our engine as benchmark methods: budget mode at sentence / paragraph / chunk granularity, tag mode, and the
-critic fused with BM25.
+"""Our engine as benchmark methods: the default (critic fused with BM25, ``lexical_weight`` 0.5), the critic alone
+(``lexical_weight=0``), budget mode at paragraph / chunk granularity (engine defaults), and tag mode.
 
 Each example is scored once per instruction with :meth:`CPRSEngine.score`; every budget (and tag mode) is then
 applied to the same scores. Sentence granularity ranks the example's sentence units (so HotpotQA titles are never
@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import SEPARATOR
-from benchmarks.methods import Method, UnitRanker, bm25_scores, spans_output, zscore
+from benchmarks.methods import Method, UnitRanker, spans_output
 from benchmarks.metrics import Output
 from benchmarks.tasks import BenchExample
 from cprs_integrations.engine.engine import CPRSEngine, TokenScores
+from cprs_integrations.engine.lexical import bm25, zscore
 from cprs_integrations.engine.prompts import instruction_for
 from cprs_integrations.engine.selection import keep_log_odds, token_unit_index
 
@@ -58,36 +59,40 @@ def sentence_log_odds(example: BenchExample, scored: TokenScores) -> np.ndarray:
 
 
 class OursSentence(UnitRanker):
-    """The headline: the critic's sentence scores, budget mode."""
+    """The critic alone (``lexical_weight=0``): its sentence scores, budget mode."""
 
     name = "ours-sentence"
-    label = "ours (sentence)"
+    label = "ours, critic alone (sentence)"
 
     def __init__(self, scores: EngineScores, model_name: str):
         self.scores = scores
-        self.note = f"critic {model_name}; sentence instruction; unit score = mean keep log-odds of its tokens"
+        self.note = (
+            f"critic {model_name}; sentence instruction; unit score = mean keep log-odds of its tokens; "
+            "the engine with lexical_weight=0"
+        )
 
     def unit_scores(self, example: BenchExample) -> np.ndarray:
         return sentence_log_odds(example, self.scores.get(example, "sentence"))
 
 
 class OursFused(UnitRanker):
-    """Critic sentence logit plus ``weight`` x BM25, both z-scored within the example."""
+    """The engine's default ranking: critic sentence logit plus ``weight`` x BM25, both z-scored in the example."""
 
     name = "ours+bm25"
 
     def __init__(self, scores: EngineScores, weight: float = 0.5):
         self.scores = scores
         self.weight = weight
-        self.label = f"ours + {weight:g} x BM25 (fusion)"
+        self.label = f"ours, default (sentence; critic + {weight:g} x BM25)"
         self.note = (
-            f"z(critic sentence logit) + {weight:g} x z(BM25 per sentence, titles prepended); a fusion of our "
-            "critic with a lexical ranker, reported apart from the critic alone; reuses the sentence scoring pass"
+            f"z(critic sentence logit) + {weight:g} x z(BM25 per sentence, titles prepended): the engine's budget "
+            f"mode with lexical_weight={weight:g} (cprs_integrations.engine.lexical, the same functions) on the "
+            "task's sentence units; reuses the sentence scoring pass"
         )
 
     def unit_scores(self, example: BenchExample) -> np.ndarray:
         critic = zscore(sentence_log_odds(example, self.scores.get(example, "sentence")))
-        lexical = zscore(bm25_scores(example.query, example.unit_texts(with_titles=True)))
+        lexical = zscore(bm25(example.query, example.unit_texts(with_titles=True)))
         return critic + self.weight * lexical
 
 
@@ -101,7 +106,10 @@ class OursGranularity(Method):
         self.label = f"ours ({granularity})"
         extra = f" of <= {CHUNK_TOKENS} critic tokens" if granularity == "chunk" else ""
         shared = "; reuses the paragraph scoring pass (same instruction)" if granularity == "chunk" else ""
-        self.note = f"engine.select(granularity={granularity!r}){extra}; units include HotpotQA title lines{shared}"
+        self.note = (
+            f"engine.select(granularity={granularity!r}){extra}, engine defaults (lexical_weight 0.5); units "
+            f"include HotpotQA title lines{shared}"
+        )
 
     def run(self, example: BenchExample, budgets: dict[str, int]) -> dict[str, Output]:
         scored = self.scores.get(example, self.granularity)

@@ -12,6 +12,11 @@ block) with ``token_counter``, summed; roles, tool-call arguments and non-text b
 text gets what the verbatim parts leave. If the verbatim parts alone exceed ``max_tokens``, the older text is
 compressed to nothing and the verbatim parts are still returned untouched: the result is then above
 ``max_tokens`` (a warning is logged). A history already within ``max_tokens`` is returned as it is (copied).
+
+``start_on="human"`` (as in LangChain's ``trim_messages``): after pruning, the messages between the system
+messages and the first ``HumanMessage`` are left out, so the conversation starts on a human turn (some chat
+providers reject a history that starts with an AI or tool message). Tool calls and their results before that point
+go together. A history without a ``HumanMessage`` is returned without that cut (a warning is logged).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class _Plan:
     parts: list[_TextPart]
     budget: int
     query: str
+    start_on: str | None = None
 
 
 def prune_messages(
@@ -80,6 +86,7 @@ def prune_messages(
     token_counter: Any = "o200k_base",
     separator: str = " ... ",
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+    start_on: Literal["human"] | None = None,
 ) -> list[BaseMessage]:
     """Compress the older turns of a chat history so that its text fits ``max_tokens``.
 
@@ -97,6 +104,7 @@ def prune_messages(
         token_counter: How tokens are counted: a tiktoken encoding name, an HF tokenizer or a ``str -> int``.
         separator: Inserted between non-adjacent kept slices of one text (its tokens count).
         lexical_weight: Weight of BM25 next to the critic when ranking units (0: the critic alone).
+        start_on: ``"human"``: leave out what comes before the first ``HumanMessage`` (system messages aside).
 
     Returns:
         New message objects in the input order.
@@ -110,7 +118,7 @@ def prune_messages(
         >>> [type(m).__name__ for m in pruned]  # doctest: +SKIP
         ['SystemMessage', 'HumanMessage', 'AIMessage', 'ToolMessage', 'AIMessage', 'HumanMessage']
     """
-    plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter)
+    plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter, start_on)
     options = {
         "granularity": granularity,
         "instruction": instruction,
@@ -132,9 +140,10 @@ async def aprune_messages(
     token_counter: Any = "o200k_base",
     separator: str = " ... ",
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+    start_on: Literal["human"] | None = None,
 ) -> list[BaseMessage]:
     """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread)."""
-    plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter)
+    plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter, start_on)
     options = {
         "granularity": granularity,
         "instruction": instruction,
@@ -174,6 +183,10 @@ class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list
         description="How tokens are counted: a tiktoken encoding name, an HF tokenizer or a str -> int callable.",
     )
     separator: str = Field(default=" ... ", description="Inserted between non-adjacent kept slices of one text.")
+    start_on: Literal["human"] | None = Field(
+        default=None,
+        description="'human': leave out the messages before the first HumanMessage (system messages aside).",
+    )
     lexical_weight: float = Field(
         default=DEFAULT_LEXICAL_WEIGHT,
         ge=0.0,
@@ -193,11 +206,11 @@ class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list
         return await self._acall_with_config(self._aprune, input, config)
 
     def _prune(self, messages: MessagesInput) -> list[BaseMessage]:
-        plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter)
+        plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter, self.start_on)
         return _prune(plan, self.get_engine, **self._options())
 
     async def _aprune(self, messages: MessagesInput) -> list[BaseMessage]:
-        plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter)
+        plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter, self.start_on)
         return await _aprune(plan, self.get_engine, **self._options())
 
     def _options(self) -> dict[str, Any]:
@@ -238,12 +251,19 @@ async def _aprune(plan: _Plan, get_engine: Callable[[], CPRSEngine], **options: 
 
 
 def _plan(
-    messages: MessagesInput, query: str | None, max_tokens: int, keep_last_turns: int, token_counter: Any
+    messages: MessagesInput,
+    query: str | None,
+    max_tokens: int,
+    keep_last_turns: int,
+    token_counter: Any,
+    start_on: str | None = None,
 ) -> _Plan:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
         raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
     if isinstance(keep_last_turns, bool) or not isinstance(keep_last_turns, int) or keep_last_turns < 0:
         raise ValueError(f"keep_last_turns must be a non-negative integer, got {keep_last_turns!r}")
+    if start_on not in (None, "human"):
+        raise ValueError(f"start_on must be None or 'human', got {start_on!r}")
     if isinstance(messages, (str, BaseMessage)):
         raise TypeError(f"messages must be a list of messages, got a single {type(messages).__name__}")
     messages = convert_to_messages(messages)
@@ -260,7 +280,7 @@ def _plan(
     parts = [p for i, m in enumerate(messages) if not verbatim[i] for p in _text_parts(i, m)]
     if verbatim_tokens + sum(count(p.text) for p in parts) <= max_tokens:
         # Already within budget: nothing to compress, every message is copied as it is.
-        return _Plan(messages, [True] * len(messages), [], max_tokens - verbatim_tokens, query or "")
+        return _Plan(messages, [True] * len(messages), [], max_tokens - verbatim_tokens, query or "", start_on)
     if verbatim_tokens > max_tokens:
         logger.warning(
             "cprs: the system messages and last %d turn(s) hold %d tokens, above max_tokens=%d; older turns are "
@@ -271,7 +291,7 @@ def _plan(
         )
     if query is None:
         query = _default_query(messages, human)
-    return _Plan(messages, verbatim, parts, max_tokens - verbatim_tokens, query)
+    return _Plan(messages, verbatim, parts, max_tokens - verbatim_tokens, query, start_on)
 
 
 def _default_query(messages: list[BaseMessage], human: list[int]) -> str:
@@ -323,7 +343,16 @@ def _assemble(plan: _Plan, texts: list[str]) -> list[BaseMessage]:
         if had_text and not content and not _keeps_structure(message):
             continue
         out.append(_copy(message, content=content))
-    return out
+    return _start_on_human(out) if plan.start_on == "human" else out
+
+
+def _start_on_human(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """Leave out the non-system messages before the first ``HumanMessage``."""
+    first = next((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), None)
+    if first is None:
+        logger.warning("cprs: start_on='human' but the history has no HumanMessage; nothing was left out")
+        return messages
+    return [m for i, m in enumerate(messages) if i >= first or isinstance(m, SystemMessage)]
 
 
 def _compressed_content(

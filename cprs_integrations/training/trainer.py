@@ -51,6 +51,7 @@ class TrainConfig:
     tag_loss_weight: float = 0.2
     granularity_mix: dict[str, float] = field(default_factory=lambda: {"sentence": 0.6, "paragraph": 0.2, "token": 0.2})
     synthetic_per_epoch: int = 1600
+    hotpot_limit: int | None = None  # at most this many HotpotQA training questions per epoch (tests, dry runs)
     checkpoint_minutes: float = 10.0
     bf16: bool = False  # only on CPUs with AMX / AVX-512-BF16: elsewhere bf16 autocast is ~20x slower
     threads: int = 2
@@ -146,7 +147,8 @@ def epoch_examples(config: TrainConfig, epoch: int) -> list[Example]:
     rng = random.Random(config.seed * 1000 + epoch)
     names = list(config.granularity_mix)
     weights = [config.granularity_mix[n] for n in names]
-    examples = [hotpot_example(r, rng.choices(names, weights)[0], rng) for r in hotpot_records("train")]
+    records = hotpot_records("train")[: config.hotpot_limit]
+    examples = [hotpot_example(r, rng.choices(names, weights)[0], rng) for r in records]
     examples += synthetic_examples(rng, config.synthetic_per_epoch)
     return examples
 
@@ -324,6 +326,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         history, elapsed_before = state["history"], state["elapsed"]
+        if "torch_rng" in state:  # dropout draws continue as if the run had not stopped
+            torch.set_rng_state(state["torch_rng"])
         logger.info("resumed at step %d (epoch %d, batch %d)", step, epoch, position)
     started = time.time()
     last_checkpoint = time.time()
@@ -420,6 +424,7 @@ def _save_checkpoint(
         "position": position,
         "history": history,
         "elapsed": elapsed,
+        "torch_rng": torch.get_rng_state(),
     }
     torch.save(state, folder / "state.tmp")
     (folder / "state.tmp").replace(folder / "state.pt")

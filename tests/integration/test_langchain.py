@@ -581,3 +581,23 @@ async def test_message_pruner_runnable(tiny_engine) -> None:
     assert await asyncio.wait_for((prompt | pruner).ainvoke({"history": history}), timeout=60) == expected
     chain = prompt | pruner | ParrotFakeChatModel() | StrOutputParser()
     assert chain.invoke({"history": history}) == "".join(text_parts(history[-1]))
+
+
+def test_prune_messages_start_on_human_drops_the_leading_ai_and_tool_messages(caplog) -> None:
+    history = chat_history()
+    pruned = prune_messages(history, engine=NoEngine(), max_tokens=10)
+    assert [m.id for m in pruned][:4] == ["system", "a1", "t1", "h3"]  # compressed human turns went first
+    started = prune_messages(history, engine=NoEngine(), max_tokens=10, start_on="human")
+    assert [m.id for m in started] == ["system", "h3", "a4", "t4", "a7", "t7", "h9", "r9"]
+    assert started == [m for m in pruned if m.id not in ("a1", "t1")]  # the tool call goes with its result
+
+    opening = [SystemMessage("Be brief.", id="s"), AIMessage("Hi! How can I help?", id="a"), HumanMessage("Hi", id="h")]
+    assert [m.id for m in prune_messages(opening, engine=NoEngine(), max_tokens=10**6, start_on="human")] == ["s", "h"]
+    only_ai = [SystemMessage("Be brief.", id="s"), AIMessage("Hello.", id="a")]
+    with caplog.at_level(logging.WARNING, logger="cprs_integrations.langchain.memory"):
+        assert prune_messages(only_ai, engine=NoEngine(), max_tokens=10**6, start_on="human") == only_ai
+    assert "no HumanMessage" in caplog.text
+    with pytest.raises(ValueError, match="start_on must be None or 'human'"):
+        prune_messages(history, engine=NoEngine(), max_tokens=10, start_on="ai")
+    pruner = CPRSMessagePruner(engine=NoEngine(), max_tokens=10, start_on="human")
+    assert pruner.invoke(history) == started

@@ -1,0 +1,69 @@
+"""`cprs train` end to end at tiny scale: real data files, a tiny BERT critic, checkpoints, resume, loading."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from cprs_integrations import CPRSEngine
+from cprs_integrations.training.trainer import TrainConfig, train
+
+
+@pytest.fixture
+def tiny_config(tiny_encoder_dir: Path) -> TrainConfig:
+    return TrainConfig(
+        base_model=str(tiny_encoder_dir),
+        window_tokens=96,
+        batch_windows=2,
+        max_steps=4,
+        warmup_steps=1,
+        hotpot_limit=4,
+        synthetic_per_epoch=2,
+        threads=1,
+        log_every=1,
+    )
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(folder / "model.safetensors")
+
+
+def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(tiny_config: TrainConfig, tmp_path: Path):
+    straight = train(tiny_config, tmp_path / "straight")
+    stopped = train(tiny_config, tmp_path / "stopped", stop_after_minutes=0.0)
+    assert not (stopped / "model.safetensors").exists()  # only the checkpoint and latest/ so far
+    assert json.loads((stopped / "latest" / "training_facts.json").read_text())["steps"] == 1
+    resumed = train(tiny_config, tmp_path / "stopped", resume=True)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a)
+    facts = json.loads((resumed / "training_facts.json").read_text())
+    assert facts["steps"] == 4 and facts["config"]["hotpot_limit"] == 4
+
+
+def test_the_trained_critic_loads_in_the_engine_and_a_second_stage_starts_from_it(
+    tiny_config: TrainConfig, tmp_path: Path
+):
+    first = train(tiny_config, tmp_path / "first")
+    engine = CPRSEngine.from_pretrained(first, device="cpu", dtype="float32", window_tokens=96)
+    [result] = engine.compress("Who wrote it?", ["One sentence here. Another one there."], target_ratio=0.5)
+    assert result.compressed_tokens <= result.original_tokens * 0.5
+    second = train(replace(tiny_config, init_from=str(first), max_steps=2), tmp_path / "second")
+    before, after = _weights(first), _weights(second)
+    assert any(not (before[k] == after[k]).all() for k in before)  # it trained on
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train(replace(tiny_config, init_from=str(tmp_path / "missing")), tmp_path / "third")
+
+
+def test_config_files_are_checked(tmp_path: Path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"seed": 1, "learning_rate": 0.1}))
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.from_file(path)
+    shipped = Path(__file__).parents[2] / "cprs_integrations" / "training" / "configs"
+    for config in shipped.glob("*.json"):
+        TrainConfig.from_file(config)  # every shipped config is valid
