@@ -3,7 +3,9 @@
 On a 2-core CPU the full benchmark is run as separate single-threaded processes (see ``run_split.sh``); each writes
 its own JSON under ``results/parts/``. This merges them: tasks are united, and for a task run in several parts the
 method entries are united (each keeps its own ``n_examples``); the first part that ran a task gives the task-level
-fields, the others are listed under ``parts`` with their sample sizes, so nothing is averaged across samples.
+fields, the others are listed under ``parts`` with their sample sizes, so nothing is averaged across samples. Each
+task's ``part_results`` keeps every part's own results (a method that also ran in an earlier part included), so
+methods run side by side on a smaller sample can be compared on exactly that sample.
 
 Usage::
 
@@ -36,12 +38,18 @@ def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         merged["methods"].update(part["methods"])
         merged["failed_methods"].update(part.get("failed_methods", {}))
         for task, data in part["tasks"].items():
+            same_sample = {
+                "n_examples": data.get("n_examples"),
+                "methods": {m: e["results"] for m, e in data["methods"].items() if "results" in e},
+            }
             if task not in merged["tasks"]:
                 merged["tasks"][task] = json.loads(json.dumps(data))
                 merged["tasks"][task]["from_parts"] = [name]
+                merged["tasks"][task]["part_results"] = {name: same_sample}
                 continue
             target = merged["tasks"][task]
             target["from_parts"].append(name)
+            target["part_results"][name] = same_sample
             for method, entry in data["methods"].items():
                 if method not in target["methods"]:
                     target["methods"][method] = entry

@@ -217,6 +217,14 @@ def quality_tables(quality: dict[str, Any]) -> list[str]:
             entries = {name: {**data["methods"][name], "results": results} for name, results in sub["methods"].items()}
             lines += ["", f"Same first {sub['n_examples']} examples for every method ({sub['why']}):", ""]
             lines += _metric_table(data, entries, data["primary_metric"], sub["n_examples"])
+        for part, same in list(data.get("part_results", {}).items())[1:]:
+            known = quality["methods"]
+            entries = {
+                name: {"label": known.get(name, {}).get("label", name), "results": results}
+                for name, results in same["methods"].items()
+            }
+            lines += ["", f"Part `{part}`: these methods side by side on the same {same['n_examples']} examples:", ""]
+            lines += _metric_table(data, entries, data["primary_metric"], same["n_examples"])
     return lines
 
 

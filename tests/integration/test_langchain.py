@@ -267,6 +267,11 @@ def test_compressor_settings_are_checked(tiny_engine) -> None:
         CPRSDocumentCompressor(engine="cpu")
     with pytest.raises(ValueError, match="Extra inputs"):
         CPRSDocumentCompressor(ratio=0.1)
+    for weight in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="lexical_weight"):
+            CPRSDocumentCompressor(lexical_weight=weight)
+    with pytest.raises(ValueError, match="lexical_weight"):
+        CPRSMessagePruner(max_tokens=10, lexical_weight=-1)
     dumped = CPRSDocumentCompressor(engine=tiny_engine).model_dump()
     assert "engine" not in dumped and dumped["target_ratio"] == 0.2
 
@@ -601,3 +606,27 @@ def test_prune_messages_start_on_human_drops_the_leading_ai_and_tool_messages(ca
         prune_messages(history, engine=NoEngine(), max_tokens=10, start_on="ai")
     pruner = CPRSMessagePruner(engine=NoEngine(), max_tokens=10, start_on="human")
     assert pruner.invoke(history) == started
+
+
+class SpyEngine:
+    """A real engine that records the options of each call."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.calls = engine, []
+
+    def compress(self, query: str, texts: list[str], **options: Any) -> Any:
+        self.calls.append(options)
+        return self.engine.compress(query, texts, **options)
+
+    async def acompress(self, query: str, texts: list[str], **options: Any) -> Any:
+        self.calls.append(options)
+        return await self.engine.acompress(query, texts, **options)
+
+
+async def test_lexical_weight_reaches_the_engine(tiny_engine, documents) -> None:
+    spy = SpyEngine(tiny_engine)
+    CPRSDocumentCompressor(engine=spy).compress_documents(documents, QUERY)
+    await CPRSDocumentCompressor(engine=spy, lexical_weight=0).acompress_documents(documents, QUERY)
+    CPRSRetriever(documents=documents, engine=spy, lexical_weight=1.5).invoke(QUERY)
+    prune_messages(chat_history(), engine=spy, max_tokens=200, lexical_weight=0.25)
+    assert [call["lexical_weight"] for call in spy.calls] == [0.5, 0.0, 1.5, 0.25]

@@ -142,6 +142,12 @@ def test_bad_options_name_the_value() -> None:
         CPRSNodePostprocessor(target_ratio=1.5)
     with pytest.raises(TypeError, match="CPRSEngine"):
         CPRSNodePostprocessor(engine="not an engine")
+    with pytest.raises(ValueError, match="lexical_weight"):
+        CPRSNodePostprocessor(lexical_weight=-1)
+    with pytest.raises(ValueError, match="lexical_weight"):
+        CPRSRetriever([], lexical_weight=float("inf"))
+    with pytest.raises(ValueError, match="lexical_weight"):
+        CPRSMemoryBlock(lexical_weight=-0.1)
 
 
 def test_engine_excludes_model(tiny_engine: Any, tiny_encoder_dir: Any) -> None:
