@@ -331,12 +331,16 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 heat = plot_needle_heatmaps(data["heatmaps"], folder / f"needle_heatmap{suffix}.png")
                 written += [heat] if heat else []
         lines += [*quality_tables(quality), ""]
-    if speed:
+    # speed.json: the engine against its raw forward pass up to 1M tokens; speed_peers.json: every method
+    for stem, data in (("speed", speed), ("speed_peers", _load(folder / f"speed_peers{suffix}.json"))):
+        if not data:
+            continue
+        prefix = "speed" if stem == "speed" else "speed_peers"
         written.append(
-            plot_speed(speed, "o200k_tokens_per_s", "o200k tokens/s", folder / f"speed_throughput{suffix}.png")
+            plot_speed(data, "o200k_tokens_per_s", "o200k tokens/s", folder / f"{prefix}_throughput{suffix}.png")
         )
-        written.append(plot_speed(speed, "memory_mb", "memory (MB)", folder / f"speed_memory{suffix}.png"))
-        lines += speed_tables(speed)
+        written.append(plot_speed(data, "memory_mb", "memory (MB)", folder / f"{prefix}_memory{suffix}.png"))
+        lines += [f"<!-- from {stem}{suffix}.json -->", *speed_tables(data)]
     markdown = folder / f"RESULTS{suffix}.md"
     markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
     written.append(markdown)
