@@ -8,7 +8,6 @@ o200k budget, so rankers differ in their scores alone.
 from __future__ import annotations
 
 import random
-import re
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from typing import Any
@@ -18,9 +17,8 @@ import numpy as np
 from benchmarks.common import SEPARATOR, o200k, stable_seed
 from benchmarks.metrics import Output
 from benchmarks.tasks import BenchExample
+from cprs_integrations.engine.lexical import words
 from cprs_integrations.engine.selection import join_spans, select_under_budgets
-
-_WORD = re.compile(r"\w+")
 
 
 class Method(ABC):
@@ -100,11 +98,6 @@ class RandomSentences(UnitRanker):
     def unit_scores(self, example: BenchExample) -> np.ndarray:
         rng = random.Random(stable_seed("random", example.task, example.id))
         return np.asarray([rng.random() for _ in range(len(example.units))])
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens for BM25."""
-    return _WORD.findall(text.lower())
 
 
 def bm25_scores(query: str, documents: list[str]) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from cprs_integrations.engine import segment
 from cprs_integrations.engine.budget import resolve_token_counter
-from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT, fused_priorities
+from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT, check_lexical_weight, fused_priorities
 from cprs_integrations.engine.prompts import check_granularity, instruction_for
 from cprs_integrations.engine.result import CompressionResult, KeptSpan
 from cprs_integrations.engine.selection import (
@@ -476,13 +476,6 @@ class _SelectOptions:
         _positive_int("chunk_tokens", chunk_tokens)
         _non_negative_int("min_span_tokens", min_span_tokens)
         _positive_int("gap_fill_tokens", gap_fill_tokens)
-        if (
-            isinstance(lexical_weight, bool)
-            or not isinstance(lexical_weight, (int, float))
-            or not math.isfinite(lexical_weight)
-            or lexical_weight < 0
-        ):
-            raise ValueError(f"lexical_weight must be a finite number >= 0, got {lexical_weight!r}")
         return cls(
             granularity,
             mode,
@@ -492,7 +485,7 @@ class _SelectOptions:
             chunk_tokens,
             min_span_tokens,
             gap_fill_tokens,
-            float(lexical_weight),
+            check_lexical_weight(lexical_weight),
         )
 
 

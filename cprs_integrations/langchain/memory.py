@@ -119,13 +119,8 @@ def prune_messages(
         ['SystemMessage', 'HumanMessage', 'AIMessage', 'ToolMessage', 'AIMessage', 'HumanMessage']
     """
     plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter, start_on)
-    options = {
-        "granularity": granularity,
-        "instruction": instruction,
-        "token_counter": token_counter,
-        "lexical_weight": lexical_weight,
-    }
-    return _prune(plan, (lambda: engine) if engine is not None else _shared_engine, separator=separator, **options)
+    options = _engine_options(granularity, instruction, token_counter, separator, lexical_weight)
+    return _prune(plan, (lambda: engine) if engine is not None else _shared_engine, **options)
 
 
 async def aprune_messages(
@@ -144,14 +139,9 @@ async def aprune_messages(
 ) -> list[BaseMessage]:
     """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread)."""
     plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter, start_on)
-    options = {
-        "granularity": granularity,
-        "instruction": instruction,
-        "token_counter": token_counter,
-        "lexical_weight": lexical_weight,
-    }
+    options = _engine_options(granularity, instruction, token_counter, separator, lexical_weight)
     get_engine = (lambda: engine) if engine is not None else _shared_engine
-    return await _aprune(plan, get_engine, separator=separator, **options)
+    return await _aprune(plan, get_engine, **options)
 
 
 class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list[BaseMessage]]):
@@ -214,16 +204,25 @@ class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list
         return await _aprune(plan, self.get_engine, **self._options())
 
     def _options(self) -> dict[str, Any]:
-        return {
-            "granularity": self.granularity,
-            "instruction": self.instruction,
-            "token_counter": self.token_counter,
-            "separator": self.separator,
-            "lexical_weight": self.lexical_weight,
-        }
+        return _engine_options(
+            self.granularity, self.instruction, self.token_counter, self.separator, self.lexical_weight
+        )
 
 
 # ----------------------------------------------------------------------------------------------- internals
+
+
+def _engine_options(
+    granularity: str, instruction: str | None, token_counter: Any, separator: str, lexical_weight: float
+) -> dict[str, Any]:
+    """Keyword arguments of :meth:`CPRSEngine.compress` for the older text (the budget aside)."""
+    return {
+        "granularity": granularity,
+        "instruction": instruction,
+        "token_counter": token_counter,
+        "separator": separator,
+        "lexical_weight": lexical_weight,
+    }
 
 
 def _shared_engine() -> CPRSEngine:

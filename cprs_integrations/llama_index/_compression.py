@@ -101,14 +101,3 @@ def engine_name(model: str | None, engine: CPRSEngine | None) -> str:
         if name is not None:
             return str(name)
     return model if model is not None else "cprs-default"
-
-
-def check_lexical_weight(lexical_weight: Any) -> None:
-    """Raise ``ValueError`` unless ``lexical_weight`` is a finite number >= 0."""
-    if (
-        isinstance(lexical_weight, bool)
-        or not isinstance(lexical_weight, (int, float))
-        or not math.isfinite(lexical_weight)
-        or lexical_weight < 0
-    ):
-        raise ValueError(f"lexical_weight must be a finite number >= 0 (0: the critic alone), got {lexical_weight!r}")

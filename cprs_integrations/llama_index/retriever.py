@@ -11,11 +11,10 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 
-from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
+from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT, check_lexical_weight
 from cprs_integrations.llama_index._compression import (
     budget_options,
     check_engine,
-    check_lexical_weight,
     check_options,
     load_engine,
     model_name,
@@ -88,7 +87,7 @@ class CPRSRetriever(BaseRetriever):
         if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
             raise ValueError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
         check_options(granularity, mode, target_ratio, target_tokens)
-        check_lexical_weight(lexical_weight)
+        lexical_weight = check_lexical_weight(lexical_weight)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         self._nodes = tuple(nodes)
         self._model = model_name(model)
@@ -100,7 +99,7 @@ class CPRSRetriever(BaseRetriever):
             "instruction": instruction,
             "mode": mode,
             "token_counter": token_counter,
-            "lexical_weight": float(lexical_weight),
+            "lexical_weight": lexical_weight,
             **budget_options(mode, target_ratio, target_tokens),
         }
 
