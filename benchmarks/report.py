@@ -191,9 +191,11 @@ def _cell(value: Any) -> str:
 def _run_lines(data: dict[str, Any]) -> list[str]:
     machine = data["machine"]
     flags = ", ".join(machine.get("cpu_flags") or []) or "none listed"
+    runs = data.get("runs") or [data]
+    commands = [f"- command: `{run['command']}` ({run['date']}, {run.get('wall_seconds')} s)" for run in runs]
     return [
         f"- date: {data['date']}; wall time: {data.get('wall_seconds')} s",
-        f"- command: `{data['command']}`",
+        *(commands if len(runs) > 1 else [f"- command: `{data['command']}`"]),
         f"- machine: {machine['cpu']} ({flags}), {machine['cores']} cores, {machine['memory_gb']} GB, "
         f"torch {machine['versions'].get('torch')} with {machine['torch_threads']} threads",
     ]

@@ -314,6 +314,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cap", type=float, default=None, help="skip points estimated above this many seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="output JSON (default: results/speed[-quick].json)")
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="add these points to an existing --out file (same machine and threads; re-measured points replace theirs)",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "TOKENS"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -341,6 +346,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "lengths": lengths,
         "points": [],
     }
+    kept_points: list[dict[str, Any]] = []
+    if args.extend:
+        result, kept_points = extended_result(out_path, result)
     started = time.perf_counter()
     names = args.methods.split(",") if args.methods else list(QUICK_METHODS if args.quick else METHODS)
     for name in names:
@@ -362,11 +370,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             shown = point.get("error") or point.get("skipped") or f"{point['seconds']} s, {point['memory_mb']} MB"
             print(f"{name} {n_tokens}: {shown}", file=sys.stderr, flush=True)
             result["points"].append(point)
-            result["wall_seconds"] = round(time.perf_counter() - started, 1)
-            write_json(out_path, result)
-    result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    write_json(out_path, result)
+            _write(out_path, result, kept_points, started, args.extend)
+    _write(out_path, result, kept_points, started, args.extend)
     return result
+
+
+def extended_result(path: Path, fresh: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run recorded in ``path`` as the base of an ``--extend`` run, and its points (``SystemExit`` unless the
+    machine and thread count match ``fresh``)."""
+    if not path.exists():
+        raise SystemExit(f"--extend: {path} does not exist; run without --extend first")
+    base = json.loads(path.read_text())
+    for key in ("machine", "ratio", "model"):
+        if base.get(key) != fresh.get(key):
+            raise SystemExit(f"--extend: {key} differs from {path} ({base.get(key)!r} vs {fresh.get(key)!r})")
+    runs = base.get("runs") or [{k: base.get(k) for k in ("command", "date", "lengths", "wall_seconds")}]
+    base["runs"] = [*runs, {k: fresh.get(k) for k in ("command", "date", "lengths")}]
+    base["lengths"] = sorted(set(base.get("lengths", [])) | set(fresh["lengths"]))
+    return {**base, "points": []}, list(base.get("points", []))
+
+
+def _write(path: Path, result: dict[str, Any], kept: list[dict[str, Any]], started: float, extend: bool) -> None:
+    seconds = round(time.perf_counter() - started, 1)
+    if not extend:
+        write_json(path, {**result, "wall_seconds": seconds})
+        return
+    new = {(p["method"], p["tokens"]) for p in result["points"]}
+    points = [p for p in kept if (p["method"], p["tokens"]) not in new] + result["points"]
+    runs = [*result["runs"][:-1], {**result["runs"][-1], "wall_seconds": seconds}]
+    write_json(
+        path, {**result, "runs": runs, "points": points, "wall_seconds": sum(r.get("wall_seconds") or 0 for r in runs)}
+    )
 
 
 if __name__ == "__main__":

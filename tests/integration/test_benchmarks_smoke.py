@@ -66,6 +66,15 @@ def results(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         f"--model={tiny_encoder_dir}",
         f"--out={folder / 'speed-quick.json'}",
     )
+    _run(  # a second run adds its points to the same file
+        "benchmarks.speed",
+        "--methods=bm25",
+        "--lengths=512,1024",
+        "--threads=1",
+        f"--model={tiny_encoder_dir}",
+        f"--out={folder / 'speed-quick.json'}",
+        "--extend",
+    )
     _run("benchmarks.report", "--quick", f"--results={folder}")
     return folder
 
@@ -97,9 +106,12 @@ def test_quality_json_structure(results: Path) -> None:
 
 def test_speed_and_report(results: Path) -> None:
     speed = json.loads((results / "speed-quick.json").read_text(encoding="utf-8"))
-    [point] = speed["points"]
-    assert point["method"] == "ours" and "error" not in point, point
-    assert point["seconds"] > 0 and point["memory_mb"] >= 0
+    assert [(p["method"], p["tokens"]) for p in speed["points"]] == [("ours", 512), ("bm25", 512), ("bm25", 1024)]
+    for point in speed["points"]:
+        assert "error" not in point, point
+        assert point["seconds"] > 0 and point["memory_mb"] >= 0
+    assert speed["lengths"] == [512, 1024] and len(speed["runs"]) == 2
+    assert "--extend" in speed["runs"][1]["command"] and "--extend" not in speed["runs"][0]["command"]
     assert (results / "RESULTS-quick.md").is_file()
     assert (results / "quality_hotpotqa-quick.png").stat().st_size > 0
     assert (results / "needle_heatmap-quick.png").stat().st_size > 0
