@@ -19,13 +19,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
+import hashlib
 import json
 import os
 import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -346,9 +349,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "lengths": lengths,
         "points": [],
     }
-    kept_points: list[dict[str, Any]] = []
     if args.extend:
-        result, kept_points = extended_result(out_path, result)
+        check_extendable(out_path, result)
     started = time.perf_counter()
     names = args.methods.split(",") if args.methods else list(QUICK_METHODS if args.quick else METHODS)
     for name in names:
@@ -370,37 +372,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             shown = point.get("error") or point.get("skipped") or f"{point['seconds']} s, {point['memory_mb']} MB"
             print(f"{name} {n_tokens}: {shown}", file=sys.stderr, flush=True)
             result["points"].append(point)
-            _write(out_path, result, kept_points, started, args.extend)
-    _write(out_path, result, kept_points, started, args.extend)
+            _write(out_path, result, started, args.extend)
+    _write(out_path, result, started, args.extend)
     return result
 
 
-def extended_result(path: Path, fresh: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The run recorded in ``path`` as the base of an ``--extend`` run, and its points (``SystemExit`` unless the
-    machine and thread count match ``fresh``)."""
+def check_extendable(path: Path, fresh: dict[str, Any]) -> None:
+    """``SystemExit`` unless ``path`` holds a speed run on the same machine, threads, ratio and model as ``fresh``."""
     if not path.exists():
         raise SystemExit(f"--extend: {path} does not exist; run without --extend first")
-    base = json.loads(path.read_text())
+    base = json.loads(path.read_text(encoding="utf-8"))
     for key in ("machine", "ratio", "model"):
         if base.get(key) != fresh.get(key):
             raise SystemExit(f"--extend: {key} differs from {path} ({base.get(key)!r} vs {fresh.get(key)!r})")
-    runs = base.get("runs") or [{k: base.get(k) for k in ("command", "date", "lengths", "wall_seconds")}]
-    base["runs"] = [*runs, {k: fresh.get(k) for k in ("command", "date", "lengths")}]
-    base["lengths"] = sorted(set(base.get("lengths", [])) | set(fresh["lengths"]))
-    return {**base, "points": []}, list(base.get("points", []))
 
 
-def _write(path: Path, result: dict[str, Any], kept: list[dict[str, Any]], started: float, extend: bool) -> None:
+def _write(path: Path, result: dict[str, Any], started: float, extend: bool) -> None:
     seconds = round(time.perf_counter() - started, 1)
     if not extend:
         write_json(path, {**result, "wall_seconds": seconds})
         return
-    new = {(p["method"], p["tokens"]) for p in result["points"]}
-    points = [p for p in kept if (p["method"], p["tokens"]) not in new] + result["points"]
-    runs = [*result["runs"][:-1], {**result["runs"][-1], "wall_seconds": seconds}]
-    write_json(
-        path, {**result, "runs": runs, "points": points, "wall_seconds": sum(r.get("wall_seconds") or 0 for r in runs)}
+    # Read, merge and write under a lock, so that several --extend runs (one per core) can share one file.
+    lock_path = (
+        Path(tempfile.gettempdir()) / f"cprs-speed-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()}.lock"
     )
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        base = json.loads(path.read_text(encoding="utf-8"))
+        runs = base.get("runs") or [{k: base.get(k) for k in ("command", "date", "lengths", "wall_seconds")}]
+        this_run = {
+            **{k: result[k] for k in ("command", "date", "lengths")},
+            "pid": os.getpid(),
+            "wall_seconds": seconds,
+        }
+        runs = [r for r in runs if (r.get("date"), r.get("pid")) != (this_run["date"], this_run["pid"])] + [this_run]
+        new = {(p["method"], p["tokens"]) for p in result["points"]}
+        points = [p for p in base["points"] if (p["method"], p["tokens"]) not in new] + result["points"]
+        write_json(
+            path,
+            {
+                **base,
+                "runs": runs,
+                "lengths": sorted(set(base.get("lengths", [])) | set(result["lengths"])),
+                "points": points,
+                "wall_seconds": round(sum(r.get("wall_seconds") or 0 for r in runs), 1),
+            },
+        )
 
 
 if __name__ == "__main__":
