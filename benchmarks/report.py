@@ -191,11 +191,15 @@ def _cell(value: Any) -> str:
 def _run_lines(data: dict[str, Any]) -> list[str]:
     machine = data["machine"]
     flags = ", ".join(machine.get("cpu_flags") or []) or "none listed"
-    runs = data.get("runs") or [data]
-    commands = [f"- command: `{run['command']}` ({run['date']}, {run.get('wall_seconds')} s)" for run in runs]
+    runs = data.get("runs")  # set when later runs added points with ``benchmarks.speed --extend``
+    commands = (
+        [f"- command: `{run['command']}` ({run['date']}, {run.get('wall_seconds')} s)" for run in runs]
+        if runs
+        else [f"- command: `{data['command']}`"]
+    )
     return [
         f"- date: {data['date']}; wall time: {data.get('wall_seconds')} s",
-        *(commands if len(runs) > 1 else [f"- command: `{data['command']}`"]),
+        *commands,
         f"- machine: {machine['cpu']} ({flags}), {machine['cores']} cores, {machine['memory_gb']} GB, "
         f"torch {machine['versions'].get('torch')} with {machine['torch_threads']} threads",
     ]
@@ -337,11 +341,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     for stem, data in (("speed", speed), ("speed_peers", _load(folder / f"speed_peers{suffix}.json"))):
         if not data:
             continue
-        prefix = "speed" if stem == "speed" else "speed_peers"
         written.append(
-            plot_speed(data, "o200k_tokens_per_s", "o200k tokens/s", folder / f"{prefix}_throughput{suffix}.png")
+            plot_speed(data, "o200k_tokens_per_s", "o200k tokens/s", folder / f"{stem}_throughput{suffix}.png")
         )
-        written.append(plot_speed(data, "memory_mb", "memory (MB)", folder / f"{prefix}_memory{suffix}.png"))
+        written.append(plot_speed(data, "memory_mb", "memory (MB)", folder / f"{stem}_memory{suffix}.png"))
         lines += [f"<!-- from {stem}{suffix}.json -->", *speed_tables(data)]
     markdown = folder / f"RESULTS{suffix}.md"
     markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
