@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CPRSEngine",
+    "CompressionOptions",
     "CompressionResult",
     "KeptSpan",
     "TokenScores",
@@ -25,16 +26,18 @@ __all__ = [
 
 _LAZY = {
     "CPRSEngine": "cprs_integrations.engine.engine",
-    "TokenScores": "cprs_integrations.engine.engine",
+    "TokenScores": "cprs_integrations.engine.result",
+    "CompressionOptions": "cprs_integrations.engine.options",
     "CompressionResult": "cprs_integrations.engine.result",
     "KeptSpan": "cprs_integrations.engine.result",
     "instruction_for": "cprs_integrations.engine.prompts",
 }
 
 if TYPE_CHECKING:
-    from cprs_integrations.engine.engine import CPRSEngine, TokenScores
+    from cprs_integrations.engine.engine import CPRSEngine
+    from cprs_integrations.engine.options import CompressionOptions
     from cprs_integrations.engine.prompts import instruction_for
-    from cprs_integrations.engine.result import CompressionResult, KeptSpan
+    from cprs_integrations.engine.result import CompressionResult, KeptSpan, TokenScores
 
 
 def __getattr__(name: str) -> Any:

@@ -15,30 +15,54 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from cprs_integrations.engine.prompts import GRANULARITIES
+#: Command-line flags of the compression options: flag -> (option name, argparse type). Help and choices come from
+#: :class:`CompressionOptions`, where each option is declared.
+OPTION_FLAGS: dict[str, tuple[str, Any]] = {
+    "--granularity": ("granularity", str),
+    "--mode": ("mode", str),
+    "--ratio": ("target_ratio", float),
+    "--tokens": ("target_tokens", int),
+    "--score-threshold": ("score_threshold", float),
+    "--instruction": ("instruction", str),
+    "--language": ("language", str),
+    "--token-counter": ("token_counter", str),
+    "--separator": ("separator", str),
+    "--lexical-weight": ("lexical_weight", float),
+}
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    from typing import Literal, get_args, get_origin
+
+    from cprs_integrations.engine.options import CompressionOptions
+
+    fields = CompressionOptions.model_fields
+    for flag, (name, kind) in OPTION_FLAGS.items():
+        field = fields[name]
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        default = "" if field.default is None else f" (default: {field.default!r})"
+        parser.add_argument(
+            flag, dest=name, type=kind, default=None, choices=choices, help=f"{field.description}{default}"
+        )
+    parser.add_argument("--per-text-budget", action="store_true", help=fields["per_text_budget"].description)
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from cprs_integrations.engine.options import CompressionOptions
+
+    given = {name: getattr(args, name) for name, _ in OPTION_FLAGS.values() if getattr(args, name) is not None}
+    return CompressionOptions(**given, per_text_budget=args.per_text_budget)
 
 
 def _compress(args: argparse.Namespace) -> int:
     from cprs_integrations.engine.engine import CPRSEngine
 
+    options = _options(args)  # checked before the critic loads
     texts = [Path(f).read_text(encoding="utf-8") for f in args.files] if args.files else [sys.stdin.read()]
-    budget = {"target_ratio": args.ratio} if args.tokens is None else {"target_tokens": args.tokens}
-    if args.mode == "tags":
-        budget = {}
-    elif args.ratio is None and args.tokens is None:
-        budget = {"target_ratio": 0.1}
     engine = CPRSEngine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    results = engine.compress(
-        args.query,
-        texts,
-        granularity=args.granularity,
-        mode=args.mode,
-        instruction=args.instruction,
-        per_text_budget=args.per_text_budget,
-        token_counter=args.token_counter,
-        **budget,
-    )
+    results = engine.compress(args.query, texts, options)
     if args.json:
         names = args.files or ["<stdin>"]
         print(json.dumps([{"file": n, **r.to_dict()} for n, r in zip(names, results)], indent=2, ensure_ascii=False))
@@ -105,14 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress = commands.add_parser("compress", help="compress files (or stdin) for a query")
     compress.add_argument("files", nargs="*", help="text files; stdin when none")
-    compress.add_argument("--query", required=True)
-    compress.add_argument("--granularity", default="sentence", choices=GRANULARITIES)
-    compress.add_argument("--mode", default="budget", choices=("budget", "tags"))
-    compress.add_argument("--ratio", type=float, default=None, help="share of tokens to keep, in (0, 1]")
-    compress.add_argument("--tokens", type=int, default=None, help="token budget (instead of --ratio)")
-    compress.add_argument("--per-text-budget", action="store_true")
-    compress.add_argument("--instruction", default=None)
-    compress.add_argument("--token-counter", default="o200k_base")
+    compress.add_argument("--query", required=True, help="what the user asks: it guides what is kept")
+    _add_option_flags(compress)
     compress.add_argument("--model", default=None, help="critic folder or hub id (default: embedded)")
     compress.add_argument("--device", default=None)
     compress.add_argument("--dtype", default="auto")

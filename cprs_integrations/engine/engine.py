@@ -4,54 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from cprs_integrations.engine import segment
-from cprs_integrations.engine.budget import resolve_token_counter
-from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT, check_lexical_weight, fused_priorities
-from cprs_integrations.engine.prompts import check_granularity, instruction_for
-from cprs_integrations.engine.result import CompressionResult, KeptSpan
-from cprs_integrations.engine.selection import (
-    Selection,
-    join_spans,
-    select_by_tags,
-    select_under_budgets,
-    unit_log_odds,
-)
+from cprs_integrations.engine.inputs import check_query, check_texts
+from cprs_integrations.engine.options import CompressionOptions
+from cprs_integrations.engine.prompts import instruction_for
+from cprs_integrations.engine.result import CompressionResult, TokenScores
+from cprs_integrations.engine.select import select as select_results
 from cprs_integrations.engine.windows import TokenizedText, boundary_token_starts, cut_windows, tokenize_with_offsets
 from cprs_integrations.models.base import PromptLayout, TokenCritic
 
 logger = logging.getLogger(__name__)
 
-MODES = ("budget", "tags")
 #: Official QwenLong-CPRS truncation limit, in critic tokens per call.
 DEFAULT_MAX_INPUT_TOKENS = 2_048_000
 #: A progress bar shows by default when a call has at least this many windows (about 128K encoder tokens).
 PROGRESS_MIN_WINDOWS = 256
 
 
-@dataclass(frozen=True)
-class TokenScores:
-    """Per-token scores of one text: critic token offsets, their B/I/O/E probabilities, and the query they answer."""
-
-    text: str
-    offsets: np.ndarray
-    probs: np.ndarray
-    query: str = ""
-
-    @property
-    def keep_probs(self) -> np.ndarray:
-        """``1 - P(O)`` per token."""
-        return 1.0 - self.probs[:, 2]
+__all__ = ["CPRSEngine", "TokenScores"]
 
 
 class CPRSEngine:
@@ -208,52 +188,29 @@ class CPRSEngine:
         self,
         query: str,
         texts: Sequence[str],
+        options: CompressionOptions | None = None,
         *,
-        granularity: str = "sentence",
-        instruction: str | None = None,
-        language: str = "en",
-        mode: str = "budget",
-        target_ratio: float | None = None,
-        target_tokens: int | None = None,
-        token_counter: Any = "o200k_base",
-        per_text_budget: bool = False,
-        separator: str = " ... ",
-        chunk_tokens: int = 128,
-        min_span_tokens: int = 4,
-        gap_fill_tokens: int = 20,
-        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         show_progress: bool | None = None,
+        **overrides: Any,
     ) -> list[CompressionResult]:
         """Compress ``texts`` for ``query``: one :class:`CompressionResult` per text, in input order.
 
         Args:
             query: What the user asks (non-empty).
             texts: The contexts (a list of strings; empty or whitespace-only ones give an empty result).
-            granularity: Unit of selection: ``token`` (keywords), ``sentence``, ``paragraph`` or ``chunk``.
-            instruction: Free-text instruction for the critic (default: the template of ``granularity``).
-            language: Template language, ``en`` or ``zh``.
-            mode: ``budget`` (rank units under a budget) or ``tags`` (official argmax tags, no budget).
-            target_ratio: Budget mode: share of tokens to keep, in (0, 1] (0.1 = 10x compression).
-            target_tokens: Budget mode: at most this many tokens kept. Exactly one of the two is required.
-            token_counter: How budget tokens are counted: a tiktoken encoding name (``o200k_base`` works
-                offline), a tiktoken Encoding, an HF tokenizer or a callable ``str -> int``.
-            per_text_budget: Apply the budget to each text separately instead of across all texts of the call.
-            separator: Inserted between non-adjacent kept slices (its tokens count against the budget).
-            chunk_tokens: Size of ``chunk`` units in critic tokens.
-            min_span_tokens: Tags mode: drop spans of at most this many tokens (official default 4).
-            gap_fill_tokens: Tags mode: fill O-gaps shorter than this after a B (official default 20).
-            lexical_weight: Budget mode at ``sentence`` / ``paragraph`` / ``chunk`` granularity: units are ranked by
-                ``z(critic) + lexical_weight x z(BM25)`` over the units competing for a budget (see
-                :mod:`cprs_integrations.engine.lexical`); 0 ranks by the critic alone. Not used at ``token``
-                granularity or in tags mode. Reported span scores stay the critic's.
+            options: A :class:`~cprs_integrations.engine.options.CompressionOptions` (default: the defaults,
+                budget ``target_ratio=0.2`` at sentence granularity).
             show_progress: Show a tqdm bar; ``None`` shows it for calls of at least 256 windows.
+            **overrides: Any option of :class:`CompressionOptions` by name (``granularity``, ``target_ratio``,
+                ``target_tokens``, ``per_text_budget``, ``score_threshold``, ``lexical_weight``, ...), applied
+                over ``options``; a new budget replaces the budget of ``options``.
 
         Returns:
-            One result per input text, in input order.
+            One result per input text, in input order (rules: :mod:`cprs_integrations.engine.select`).
 
         Raises:
-            ValueError: empty query, unknown granularity / mode / language, bad budget, text too long.
-            TypeError: ``texts`` is not a list of strings.
+            ValueError: empty query, an invalid option (the message names it), text too long.
+            TypeError: ``texts`` is not a list of strings, or an unknown option name.
 
         Example:
             >>> [r] = engine.compress("Where is the key?", [essay], target_ratio=0.05)  # doctest: +SKIP
@@ -261,88 +218,56 @@ class CPRSEngine:
             True
         """
         started = time.perf_counter()
-        texts = _check_texts(texts)
-        query = _check_query(query)
-        options = _SelectOptions.checked(
-            granularity,
-            mode,
-            target_ratio,
-            target_tokens,
-            separator,
-            chunk_tokens,
-            min_span_tokens,
-            gap_fill_tokens,
-            lexical_weight,
-        )
-        if instruction is None:
-            instruction = instruction_for(options.granularity, language)
-        elif not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"instruction must be a non-empty string or None, got {instruction!r}")
-        count_tokens = resolve_token_counter(token_counter)
-        scored, timings = self._score(query, texts, instruction, show_progress)
-        results = _select(scored, options, count_tokens, per_text_budget)
+        texts = check_texts(texts)
+        query = check_query(query)
+        options = CompressionOptions.build(options, **overrides)
+        scored, timings = self._score(query, texts, _instruction(options), show_progress)
+        results = select_results(scored, options)
         total = time.perf_counter() - started
         return [replace(r, timings={**timings, **r.timings, "total_s": total}) for r in results]
 
     def select(
-        self,
-        scored: Sequence[TokenScores],
-        *,
-        granularity: str = "sentence",
-        mode: str = "budget",
-        target_ratio: float | None = None,
-        target_tokens: int | None = None,
-        token_counter: Any = "o200k_base",
-        per_text_budget: bool = False,
-        separator: str = " ... ",
-        chunk_tokens: int = 128,
-        min_span_tokens: int = 4,
-        gap_fill_tokens: int = 20,
-        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+        self, scored: Sequence[TokenScores], options: CompressionOptions | None = None, **overrides: Any
     ) -> list[CompressionResult]:
         """Selection alone, on scores from :meth:`score`: try several budgets or modes without re-scoring.
 
-        ``engine.compress(q, texts, **opts)`` equals ``engine.select(engine.score(q, texts), **opts)`` (same
-        instruction and granularity), up to timings. Arguments mean what they mean in :meth:`compress`.
+        ``engine.compress(q, texts, opts)`` equals ``engine.select(engine.score(q, texts, opts), opts)``, up to
+        timings. The same as :func:`cprs_integrations.engine.select.select`, which needs no engine.
 
         Example:
             >>> scored = engine.score("Who?", texts)  # doctest: +SKIP
             >>> at_5x = engine.select(scored, target_ratio=0.2)  # doctest: +SKIP
             >>> at_10x = engine.select(scored, target_ratio=0.1)  # doctest: +SKIP
         """
-        options = _SelectOptions.checked(
-            granularity,
-            mode,
-            target_ratio,
-            target_tokens,
-            separator,
-            chunk_tokens,
-            min_span_tokens,
-            gap_fill_tokens,
-            lexical_weight,
-        )
-        return _select(list(scored), options, resolve_token_counter(token_counter), per_text_budget)
+        return select_results(list(scored), CompressionOptions.build(options, **overrides))
 
-    async def acompress(self, query: str, texts: Sequence[str], **options: Any) -> list[CompressionResult]:
+    async def acompress(
+        self, query: str, texts: Sequence[str], options: CompressionOptions | None = None, **overrides: Any
+    ) -> list[CompressionResult]:
         """:meth:`compress` in a worker thread, so the event loop is never blocked."""
-        return await asyncio.to_thread(self.compress, query, texts, **options)
+        return await asyncio.to_thread(self.compress, query, texts, options, **overrides)
 
     def score(
         self,
         query: str,
         texts: Sequence[str],
+        options: CompressionOptions | None = None,
         *,
-        granularity: str = "sentence",
-        instruction: str | None = None,
-        language: str = "en",
         show_progress: bool | None = None,
+        **overrides: Any,
     ) -> list[TokenScores]:
-        """Per-token B/I/O/E probabilities of each text (no selection): for analysis and custom selection."""
-        texts = _check_texts(texts)
-        query = _check_query(query)
-        if instruction is None:
-            instruction = instruction_for(check_granularity(granularity), language)
-        scored, _ = self._score(query, texts, instruction, show_progress)
+        """Per-token B/I/O/E probabilities of each text (no selection): for analysis and custom selection.
+
+        Only ``granularity``, ``instruction`` and ``language`` of the options matter here (they pick the
+        instruction the critic reads).
+
+        Returns:
+            One :class:`TokenScores` per text, in input order: ``offsets`` ``(n, 2)``, ``probs`` ``(n, 4)``.
+        """
+        texts = check_texts(texts)
+        query = check_query(query)
+        options = CompressionOptions.build(options, **overrides)
+        scored, _ = self._score(query, texts, _instruction(options), show_progress)
         return scored
 
     # ------------------------------------------------------------------------------------------------- scoring
@@ -442,160 +367,18 @@ class CPRSEngine:
         )
 
 
-@dataclass(frozen=True)
-class _SelectOptions:
-    granularity: str
-    mode: str
-    target_ratio: float | None
-    target_tokens: int | None
-    separator: str
-    chunk_tokens: int
-    min_span_tokens: int
-    gap_fill_tokens: int
-    lexical_weight: float
-
-    @classmethod
-    def checked(
-        cls,
-        granularity: Any,
-        mode: Any,
-        target_ratio: Any,
-        target_tokens: Any,
-        separator: Any,
-        chunk_tokens: Any,
-        min_span_tokens: Any,
-        gap_fill_tokens: Any,
-        lexical_weight: Any = DEFAULT_LEXICAL_WEIGHT,
-    ) -> _SelectOptions:
-        granularity = check_granularity(granularity)
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}")
-        _check_budget(mode, target_ratio, target_tokens)
-        if not isinstance(separator, str):
-            raise TypeError(f"separator must be a string, got {type(separator).__name__}")
-        _positive_int("chunk_tokens", chunk_tokens)
-        _non_negative_int("min_span_tokens", min_span_tokens)
-        _positive_int("gap_fill_tokens", gap_fill_tokens)
-        return cls(
-            granularity,
-            mode,
-            target_ratio,
-            target_tokens,
-            separator,
-            chunk_tokens,
-            min_span_tokens,
-            gap_fill_tokens,
-            check_lexical_weight(lexical_weight),
-        )
-
-
-def _select(
-    scored: list[TokenScores], options: _SelectOptions, count_tokens: Callable[[str], int], per_text_budget: bool
-) -> list[CompressionResult]:
-    started = time.perf_counter()
-    texts = [s.text for s in scored]
-    units = [
-        segment.units_for(options.granularity, s.text, s.offsets, options.chunk_tokens)
-        if s.text.strip()
-        else _no_units()
-        for s in scored
-    ]
-    original = [count_tokens(t) if t else 0 for t in texts]
-    if options.mode == "tags":
-        selections = [
-            select_by_tags(
-                s.probs,
-                s.offsets,
-                None if options.granularity == "token" else u,
-                gap_fill_tokens=options.gap_fill_tokens,
-                min_span_tokens=options.min_span_tokens,
-            )
-            for s, u in zip(scored, units)
-        ]
-    else:
-        log_odds = [unit_log_odds(u, s.offsets, s.probs) for s, u in zip(scored, units)]
-        scores = [1.0 / (1.0 + np.exp(-x)) for x in log_odds]
-        groups = list(range(len(texts))) if per_text_budget else [0] * len(texts)
-        budgets = _budgets(original, per_text_budget, options.target_ratio, options.target_tokens)
-        priorities = None
-        if options.lexical_weight > 0 and options.granularity != "token":
-            queries = {s.query for s in scored if s.text.strip()}
-            if queries and (len(queries) > 1 or "" in queries):
-                raise ValueError(
-                    "lexical_weight > 0 needs the one query the texts were scored for (TokenScores.query); "
-                    "score them with engine.score(query, texts) or pass lexical_weight=0"
-                )
-            paragraphs = [segment.paragraph_spans(t) if t.strip() else _no_units() for t in texts]
-            query = next(iter(queries), "")
-            priorities = fused_priorities(query, texts, units, paragraphs, log_odds, groups, options.lexical_weight)
-        selections = select_under_budgets(
-            texts, units, scores, budgets, groups, count_tokens, options.separator, priorities
-        )
-    timings = {"select_s": time.perf_counter() - started}
-    return [
-        _result(s.text, selection, original[i], count_tokens, options, timings, _best_token_score(s))
-        for i, (s, selection) in enumerate(zip(scored, selections))
-    ]
-
-
-# --------------------------------------------------------------------------------------------------- helpers
-
-
-def _check_texts(texts: Any) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, got a single str; wrap it: compress(query, [text])")
-    if not isinstance(texts, Sequence):
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
-    return list(texts)
-
-
-def _check_query(query: Any) -> str:
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query must be a non-empty string")
-    return query
-
-
-def _check_budget(mode: str, target_ratio: Any, target_tokens: Any) -> None:
-    if mode == "tags":
-        if target_ratio is not None or target_tokens is not None:
-            raise ValueError("mode='tags' has no budget; drop target_ratio / target_tokens or use mode='budget'")
-        return
-    if (target_ratio is None) == (target_tokens is None):
-        raise ValueError("mode='budget' needs exactly one of target_ratio (share kept, in (0, 1]) or target_tokens")
-    if target_ratio is not None:
-        if isinstance(target_ratio, bool) or not isinstance(target_ratio, (int, float)):
-            raise TypeError(f"target_ratio must be a number in (0, 1], got {target_ratio!r}")
-        if not (0.0 < float(target_ratio) <= 1.0) or math.isnan(float(target_ratio)):
-            raise ValueError(f"target_ratio must be in (0, 1] (0.1 keeps 10%), got {target_ratio!r}")
-    if target_tokens is not None:
-        _positive_int("target_tokens", target_tokens)
-
-
-def _non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
+def _instruction(options: CompressionOptions) -> str:
+    return (
+        options.instruction
+        if options.instruction is not None
+        else instruction_for(options.granularity, options.language)
+    )
 
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _budgets(original: list[int], per_text: bool, ratio: float | None, tokens: int | None) -> list[int]:
-    if per_text:
-        return [tokens if tokens is not None else math.floor(float(ratio) * n) for n in original]  # type: ignore[arg-type]
-    return [tokens if tokens is not None else math.floor(float(ratio) * sum(original))]  # type: ignore[arg-type]
-
-
-def _no_units() -> np.ndarray:
-    return np.zeros((0, 2), dtype=np.int64)
 
 
 def _gather(
@@ -618,34 +401,6 @@ def _gather(
         )
         for text, tok, parts in zip(texts, tokenized, per_text)
     ]
-
-
-def _best_token_score(scored: TokenScores) -> float:
-    return float(scored.keep_probs.max()) if len(scored.probs) else 0.0
-
-
-def _result(
-    text: str,
-    selection: Selection,
-    original_tokens: int,
-    count_tokens: Callable[[str], int],
-    options: _SelectOptions,
-    timings: dict[str, float],
-    best: float,
-) -> CompressionResult:
-    compressed = join_spans(text, selection.spans, options.separator)
-    return CompressionResult(
-        text=compressed,
-        spans=tuple(KeptSpan(int(s), int(e), float(sc)) for (s, e), sc in zip(selection.spans, selection.scores)),
-        source=text,
-        original_tokens=original_tokens,
-        compressed_tokens=count_tokens(compressed) if compressed else 0,
-        granularity=options.granularity,
-        mode=options.mode,
-        separator=options.separator,
-        timings=dict(timings),
-        score=best,
-    )
 
 
 def _progress(total: int, show: bool | None) -> Any:

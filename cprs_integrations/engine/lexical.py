@@ -16,7 +16,6 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -24,25 +23,6 @@ _WORD = re.compile(r"\w+")
 #: A paragraph's first line counts as its heading when it has at most this many words and no final period.
 HEADING_MAX_WORDS = 12
 K1, B, EPSILON = 1.5, 0.75, 0.25
-#: Default ``lexical_weight`` of the engine and the adapters (chosen on the HotpotQA dev split, see the model card).
-DEFAULT_LEXICAL_WEIGHT = 0.5
-
-
-def check_lexical_weight(lexical_weight: Any) -> float:
-    """``lexical_weight`` as a float, or ``ValueError`` unless it is a finite number >= 0.
-
-    Example:
-        >>> check_lexical_weight(1)
-        1.0
-    """
-    if (
-        isinstance(lexical_weight, bool)
-        or not isinstance(lexical_weight, (int, float))
-        or not math.isfinite(lexical_weight)
-        or lexical_weight < 0
-    ):
-        raise ValueError(f"lexical_weight must be a finite number >= 0 (0: the critic alone), got {lexical_weight!r}")
-    return float(lexical_weight)
 
 
 def words(text: str) -> list[str]:

@@ -10,11 +10,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from cprs_integrations.engine.options import GRANULARITIES, LANGUAGES, Granularity
 
-Granularity = Literal["token", "sentence", "paragraph", "chunk"]
-GRANULARITIES: tuple[str, ...] = ("token", "sentence", "paragraph", "chunk")
-LANGUAGES: tuple[str, ...] = ("en", "zh")
+__all__ = ["GRANULARITIES", "INSTRUCTIONS", "LANGUAGES", "Granularity", "check_granularity", "instruction_for"]
 
 # The first template of each list is the canonical one used at inference; the others are paraphrases used in
 # training so that the critic follows the meaning of an instruction rather than its exact words.

@@ -7,6 +7,30 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Per-token scores of one text, as :meth:`CPRSEngine.score` returns them and :func:`select` consumes them.
+
+    Attributes:
+        text: The scored text.
+        offsets: ``(n, 2)`` int64 character offsets of the critic's tokens in ``text``.
+        probs: ``(n, 4)`` float32 B/I/O/E probabilities of those tokens.
+        query: The query the text was scored for (BM25 fusion needs it).
+    """
+
+    text: str
+    offsets: np.ndarray
+    probs: np.ndarray
+    query: str = ""
+
+    @property
+    def keep_probs(self) -> np.ndarray:
+        """``(n,)`` keep probability ``1 - P(O)`` per token."""
+        return 1.0 - self.probs[:, 2]
+
 
 @dataclass(frozen=True)
 class KeptSpan:
@@ -42,7 +66,13 @@ class CompressionResult:
         mode: ``budget`` or ``tags``.
         separator: What joins non-adjacent spans in ``text``.
         timings: Seconds spent per stage of the call this result came from (shared by all results of a call).
-        score: The best keep score in the text (0.0 if it has no units), useful to rank documents.
+        score: The best unit score of the text (keep probability of its best unit at the call's granularity, on
+            the scale of span scores; 0.0 if it has no units), useful to rank documents.
+        granularity_used: The unit actually kept: ``granularity``, or a finer unit (``sentence``, ``clause``,
+            ``token``) when no whole unit fitted the budget (see :mod:`cprs_integrations.engine.select`).
+        empty_reason: ``None`` when something was kept, else why not: ``empty_text``, ``zero_budget``,
+            ``below_score_threshold``, ``outranked`` (the call's one budget went to other texts),
+            ``nothing_fits`` or ``no_tags`` (tags mode).
 
     Example:
         >>> r = CompressionResult(text="b", spans=(KeptSpan(2, 3, 0.9),), source="a b c", original_tokens=3,
@@ -61,6 +91,12 @@ class CompressionResult:
     separator: str
     timings: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
+    granularity_used: str = ""
+    empty_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.granularity_used:
+            object.__setattr__(self, "granularity_used", self.granularity)
 
     @property
     def ratio(self) -> float:
@@ -92,6 +128,8 @@ class CompressionResult:
             "compressed_tokens": self.compressed_tokens,
             "ratio": None if math.isinf(ratio) else ratio,
             "granularity": self.granularity,
+            "granularity_used": self.granularity_used,
+            "empty_reason": self.empty_reason,
             "mode": self.mode,
             "score": round(self.score, 6),
             "timings": dict(self.timings),

@@ -177,3 +177,16 @@ def units_for(granularity: str, text: str, token_offsets: np.ndarray, chunk_toke
 def collapse_whitespace(text: str) -> str:
     """Whitespace runs collapsed to one space (for display only)."""
     return _WHITESPACE_RUN.sub(" ", text).strip()
+
+
+_CLAUSE_BREAK = re.compile(r"[,;:，；：、،؛]+\s*")
+
+
+def clause_spans(text: str) -> np.ndarray:
+    """Clauses: pieces of ``text`` cut after commas, semicolons and colons (Latin, CJK and Arabic forms).
+
+    Example:
+        >>> clause_spans("First, a pause; then: the end").tolist()
+        [[0, 6], [7, 15], [16, 21], [22, 29]]
+    """
+    return _pieces_between(text, [m.end() for m in _CLAUSE_BREAK.finditer(text)])

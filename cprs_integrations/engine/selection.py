@@ -195,6 +195,63 @@ def join_spans(text: str, spans: np.ndarray, separator: str) -> str:
     return separator.join(text[int(s) : int(e)] for s, e in spans)
 
 
+def merge_adjacent(text: str, selection: Selection) -> Selection:
+    """Merge kept spans separated only by whitespace: they are adjacent in the input, so no separator goes there.
+
+    Example:
+        >>> sel = Selection(np.array([[0, 2], [3, 5], [8, 9]]), np.array([0.5, 0.9, 0.1]))
+        >>> merge_adjacent("A. B.  x y", sel).spans.tolist()
+        [[0, 5], [8, 9]]
+    """
+    if len(selection.spans) < 2:
+        return selection
+    spans: list[list[int]] = []
+    scores: list[float] = []
+    for (s, e), score in zip(selection.spans.tolist(), selection.scores.tolist()):
+        if spans and not text[spans[-1][1] : s].strip():
+            spans[-1][1] = max(spans[-1][1], e)
+            scores[-1] = max(scores[-1], score)
+        else:
+            spans.append([s, e])
+            scores.append(score)
+    return Selection(np.asarray(spans, dtype=np.int64).reshape(-1, 2), np.asarray(scores, dtype=np.float64))
+
+
+class _GroupState:
+    """Chosen units of the texts of one call, with the estimated cost of each budget group.
+
+    A text's estimated cost is the sum of its chosen units' token counts plus one separator between consecutive
+    runs of chosen units (consecutive units are adjacent in the input and are joined without a separator).
+    """
+
+    def __init__(self, n_texts: int, separator_cost: int):
+        self.chosen: list[set[int]] = [set() for _ in range(n_texts)]
+        self.runs = [0] * n_texts
+        self.separator_cost = separator_cost
+
+    def marginal(self, t: int, u: int, unit_cost: int) -> int:
+        """Estimated tokens added by choosing unit ``u`` of text ``t``."""
+        return unit_cost + self.separator_cost * (
+            self._separators(self.runs[t] + self._run_delta(t, u)) - self._separators(self.runs[t])
+        )
+
+    def add(self, t: int, u: int) -> None:
+        self.runs[t] += self._run_delta(t, u)
+        self.chosen[t].add(u)
+
+    def remove(self, t: int, u: int) -> None:
+        self.chosen[t].discard(u)
+        self.runs[t] -= self._run_delta(t, u)
+
+    def _run_delta(self, t: int, u: int) -> int:
+        neighbours = (u - 1 in self.chosen[t]) + (u + 1 in self.chosen[t])
+        return 1 - neighbours
+
+    @staticmethod
+    def _separators(runs: int) -> int:
+        return max(runs - 1, 0)
+
+
 def select_under_budgets(
     texts: Sequence[str],
     units: Sequence[np.ndarray],
@@ -204,74 +261,98 @@ def select_under_budgets(
     count_tokens: Callable[[str], int],
     separator: str,
     priorities: Sequence[np.ndarray] | None = None,
+    eligible: Sequence[np.ndarray] | None = None,
 ) -> list[Selection]:
-    """Greedy selection of units under token budgets.
+    """Greedy selection of units under token budgets, with an exact re-count and a refill.
+
+    1. Units are taken in rank order while their estimated cost fits what is left of their group's budget; the
+       separator is charged only where it will be written (consecutive units merge without one).
+    2. The joined text of each group is counted exactly; while it is over budget the lowest-ranked chosen unit is
+       dropped (token counts of joined text can differ from the sum of the parts by a token or two).
+    3. The room left is refilled with the best units not yet chosen that still fit, then 2. again (at most a few
+       rounds, until nothing more fits).
 
     Args:
         texts: The input texts.
-        units: Per text, ``(m, 2)`` unit char spans.
-        scores: Per text, ``(m,)`` unit scores in [0, 1].
+        units: Per text, ``(m, 2)`` unit char spans (sorted, disjoint; consecutive units adjacent in the input).
+        scores: Per text, ``(m,)`` unit scores in [0, 1] (what spans report).
         budgets: Token budget of each group.
         groups: For each text, the index of its budget group (all 0 for one global budget, ``i`` for per-text).
         count_tokens: The token counter of the budget.
-        separator: What joins non-adjacent slices (its tokens count against the budget).
-        priorities: Per text, the ranking key of each unit (default: ``scores``); spans still report ``scores``.
+        separator: What joins non-adjacent slices.
+        priorities: Per text, the ranking key of each unit (default: ``scores``).
+        eligible: Per text, ``(m,)`` bool: units that may be kept at all (default: every unit).
 
     Returns:
         One :class:`Selection` per text; the counted tokens of the joined texts of each group never exceed its budget.
     """
     separator_cost = count_tokens(separator) if separator else 0
     ranks = scores if priorities is None else priorities
-    candidates = [
-        (-float(ranks[t][u]), t, u) for t in range(len(texts)) for u in range(len(units[t])) if budgets[groups[t]] > 0
-    ]
-    candidates.sort()
+    candidates = sorted(
+        (-float(ranks[t][u]), t, u)
+        for t in range(len(texts))
+        if budgets[groups[t]] > 0
+        for u in (range(len(units[t])) if eligible is None else np.flatnonzero(eligible[t]).tolist())
+    )
+    unit_costs: dict[tuple[int, int], int] = {}
+
+    def unit_cost(t: int, u: int) -> int:
+        key = (t, u)
+        if key not in unit_costs:
+            start, end = units[t][u]
+            unit_costs[key] = count_tokens(texts[t][int(start) : int(end)])
+        return unit_costs[key]
+
+    state = _GroupState(len(texts), separator_cost)
     remaining = list(budgets)
-    chosen: list[list[int]] = [[] for _ in texts]
-    cheapest = 1  # no unit costs less: once every group has less left, stop scanning
-    for _, t, u in candidates:
-        group = groups[t]
-        if remaining[group] < cheapest:
-            if all(r < cheapest for r in remaining):
-                break
-            continue
-        start, end = units[t][u]
-        # the first span of a text needs no separator; later ones are charged one even if they end up adjacent
-        cost = count_tokens(texts[t][int(start) : int(end)]) + (separator_cost if chosen[t] else 0)
-        if cost <= remaining[group]:
-            chosen[t].append(u)
-            remaining[group] -= cost
-    selections = [assemble(texts[t], units[t], chosen[t], scores[t]) for t in range(len(texts))]
-    return _enforce_budgets(texts, units, scores, ranks, chosen, selections, budgets, groups, count_tokens, separator)
+    for _round in range(4):
+        added = 0
+        for _, t, u in candidates:
+            group = groups[t]
+            if remaining[group] <= 0 or u in state.chosen[t]:
+                continue
+            cost = state.marginal(t, u, unit_cost(t, u))
+            if cost <= remaining[group]:
+                state.add(t, u)
+                remaining[group] -= cost
+                added += 1
+        if not added:
+            break
+        remaining = _enforce_budgets(texts, units, ranks, state, budgets, groups, count_tokens, separator)
+    return [assemble(texts[t], units[t], sorted(state.chosen[t]), scores[t]) for t in range(len(texts))]
 
 
 def _enforce_budgets(
     texts: Sequence[str],
     units: Sequence[np.ndarray],
-    scores: Sequence[np.ndarray],
     ranks: Sequence[np.ndarray],
-    chosen: list[list[int]],
-    selections: list[Selection],
+    state: _GroupState,
     budgets: Sequence[int],
     groups: Sequence[int],
     count_tokens: Callable[[str], int],
     separator: str,
-) -> list[Selection]:
-    """Re-count assembled texts; while a group is over budget, drop its weakest chosen unit (rarely needed)."""
+) -> list[int]:
+    """Re-count each group's joined texts, drop its weakest chosen units while over budget; return what is left."""
     members: dict[int, list[int]] = {}
     for t, g in enumerate(groups):
         members.setdefault(g, []).append(t)
+
+    def count(t: int) -> int:
+        spans = assemble(texts[t], units[t], sorted(state.chosen[t]), np.zeros(len(units[t]))).spans
+        return count_tokens(join_spans(texts[t], spans, separator)) if len(spans) else 0
+
+    remaining = list(budgets)
     for group, texts_in_group in members.items():
-        counts = {t: count_tokens(join_spans(texts[t], selections[t].spans, separator)) for t in texts_in_group}
+        counts = {t: count(t) for t in texts_in_group}
         while sum(counts.values()) > budgets[group]:
             weakest = min(
-                ((float(ranks[t][u]), t, u) for t in texts_in_group for u in chosen[t]),
+                ((float(ranks[t][u]), t, u) for t in texts_in_group for u in state.chosen[t]),
                 default=None,
             )
             if weakest is None:
                 break
             _, t, u = weakest
-            chosen[t].remove(u)
-            selections[t] = assemble(texts[t], units[t], chosen[t], scores[t])
-            counts[t] = count_tokens(join_spans(texts[t], selections[t].spans, separator))
-    return selections
+            state.remove(t, u)
+            counts[t] = count(t)
+        remaining[group] = budgets[group] - sum(counts.values())
+    return remaining

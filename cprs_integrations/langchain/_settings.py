@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
+from cprs_integrations.engine.inputs import check_query
+from cprs_integrations.engine.options import DOCUMENT_ADAPTER_FIELDS, CompressionOptions, option_fields_model
 
 if TYPE_CHECKING:
     from cprs_integrations.engine.engine import CPRSEngine
 
-#: Share of tokens kept when neither ``target_ratio`` nor ``target_tokens`` is given (5x compression).
-DEFAULT_TARGET_RATIO = 0.2
+__all__ = ["CompressionSettings", "EngineSettings", "check_query"]
 
 
 class EngineSettings(BaseModel):
@@ -75,95 +75,29 @@ class EngineSettings(BaseModel):
         return await asyncio.to_thread(self.get_engine)
 
 
-class CompressionSettings(EngineSettings):
-    """How documents are compressed: granularity, instruction, mode and token budget."""
+_DocumentOptions = option_fields_model("_DocumentOptions", DOCUMENT_ADAPTER_FIELDS)
 
-    granularity: Literal["token", "sentence", "paragraph", "chunk"] = Field(
-        default="sentence",
-        description="Unit of selection: token (keywords), sentence, paragraph or chunk.",
-    )
-    instruction: str | None = Field(
-        default=None,
-        description="Free-text instruction for the critic; None uses the template of the granularity.",
-    )
-    mode: Literal["budget", "tags"] = Field(
-        default="budget",
-        description="budget: rank units under a token budget; tags: official argmax tags, no budget.",
-    )
-    target_ratio: float | None = Field(
-        default=DEFAULT_TARGET_RATIO,
-        gt=0.0,
-        le=1.0,
-        description=(
-            "Budget mode: share of tokens kept, in (0, 1]. Defaults to 0.2 when target_tokens is not given; "
-            "unset in tags mode."
-        ),
-    )
-    target_tokens: int | None = Field(
-        default=None,
-        ge=1,
-        description="Budget mode: keep at most this many tokens (exclusive with target_ratio).",
-    )
+
+class CompressionSettings(EngineSettings, _DocumentOptions):
+    """How documents are compressed: the options of :class:`~cprs_integrations.engine.options.CompressionOptions`
+    (declared there, with their defaults and docs), ``per_document_budget`` for its ``per_text_budget``."""
+
     per_document_budget: bool = Field(
         default=False,
+        strict=True,
         description="Apply the budget to each document separately instead of across all documents of a call.",
-    )
-    token_counter: Any = Field(
-        default="o200k_base",
-        description="How budget tokens are counted: tiktoken encoding name, HF tokenizer or str -> int callable.",
-    )
-    separator: str = Field(
-        default=" ... ",
-        description="Inserted between non-adjacent kept slices of a document (its tokens count against the budget).",
-    )
-
-    lexical_weight: float = Field(
-        default=DEFAULT_LEXICAL_WEIGHT,
-        ge=0.0,
-        allow_inf_nan=False,
-        description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
-        "when ranking units (z-score fusion); 0 ranks by the critic alone.",
     )
 
     @model_validator(mode="after")
-    def _resolve_budget(self) -> CompressionSettings:
-        ratio_given = "target_ratio" in self.model_fields_set and self.target_ratio is not None
-        if self.mode == "tags":
-            if ratio_given or self.target_tokens is not None:
-                raise ValueError(
-                    "mode='tags' has no budget: leave target_ratio and target_tokens unset, or use mode='budget'"
-                )
-            self.target_ratio = None
-        elif self.target_tokens is not None:
-            if ratio_given:
-                raise ValueError(
-                    f"pass one budget, not both: target_ratio={self.target_ratio!r}, "
-                    f"target_tokens={self.target_tokens!r}"
-                )
-            self.target_ratio = None
-        elif self.target_ratio is None:
-            self.target_ratio = DEFAULT_TARGET_RATIO
+    def _check_options(self) -> CompressionSettings:
+        self.compression_options()
         return self
 
-    def compress_options(self) -> dict[str, Any]:
-        """Keyword arguments for :meth:`CPRSEngine.compress` (the query and texts aside)."""
-        return {
-            "granularity": self.granularity,
-            "instruction": self.instruction,
-            "mode": self.mode,
-            "target_ratio": self.target_ratio,
-            "target_tokens": self.target_tokens,
-            "token_counter": self.token_counter,
-            "per_text_budget": self.per_document_budget,
-            "separator": self.separator,
-            "lexical_weight": self.lexical_weight,
-        }
+    def compression_options(self) -> CompressionOptions:
+        """The :class:`CompressionOptions` these settings stand for (checked across fields: the budget rule).
 
-
-def check_query(query: Any) -> str:
-    """Return ``query`` if it is a non-empty string, else raise with the bad value."""
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError(f"query must be a non-empty string (it guides what is kept), got {query!r}")
-    return query
+        Raises:
+            ValueError: options that do not go together (two budgets, a budget in tags mode).
+        """
+        values = {name: getattr(self, name) for name in DOCUMENT_ADAPTER_FIELDS}
+        return CompressionOptions(**values, per_text_budget=self.per_document_budget)

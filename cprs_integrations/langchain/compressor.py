@@ -77,7 +77,7 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         documents = list(documents)
         if not documents:
             return []
-        results = self.get_engine().compress(query, [doc.page_content for doc in documents], **self.compress_options())
+        results = self.get_engine().compress(query, [doc.page_content for doc in documents], self.compression_options())
         return self._to_documents(documents, results)
 
     async def acompress_documents(
@@ -92,7 +92,7 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         if not documents:
             return []
         engine = await self.aget_engine()
-        results = await engine.acompress(query, [doc.page_content for doc in documents], **self.compress_options())
+        results = await engine.acompress(query, [doc.page_content for doc in documents], self.compression_options())
         return self._to_documents(documents, results)
 
     def _to_documents(self, documents: list[Document], results: list[CompressionResult]) -> list[Document]:
@@ -116,5 +116,7 @@ def compression_metadata(result: CompressionResult) -> dict[str, Any]:
         "compressed_tokens": result.compressed_tokens,
         "ratio": None if math.isinf(ratio) else ratio,
         "granularity": result.granularity,
+        "granularity_used": result.granularity_used,
+        "empty_reason": result.empty_reason,
         "mode": result.mode,
     }

@@ -39,11 +39,12 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cprs_integrations.engine.budget import resolve_token_counter
-from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
-from cprs_integrations.langchain._settings import EngineSettings, check_query
+from cprs_integrations.engine.inputs import check_query
+from cprs_integrations.engine.options import MEMORY_ADAPTER_FIELDS, CompressionOptions, option_fields_model
+from cprs_integrations.langchain._settings import EngineSettings
 
 if TYPE_CHECKING:
     from cprs_integrations.engine.engine import CPRSEngine
@@ -81,12 +82,9 @@ def prune_messages(
     max_tokens: int,
     engine: CPRSEngine | None = None,
     keep_last_turns: int = 1,
-    granularity: Literal["token", "sentence", "paragraph", "chunk"] = "sentence",
-    instruction: str | None = None,
-    token_counter: Any = "o200k_base",
-    separator: str = " ... ",
-    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
     start_on: Literal["human"] | None = None,
+    options: CompressionOptions | None = None,
+    **overrides: Any,
 ) -> list[BaseMessage]:
     """Compress the older turns of a chat history so that its text fits ``max_tokens``.
 
@@ -99,28 +97,28 @@ def prune_messages(
         engine: The engine; default ``CPRSEngine.shared()`` (the embedded default critic), loaded only when
             something must be compressed.
         keep_last_turns: Number of last turns kept verbatim (0 compresses every turn; system messages stay).
-        granularity: Unit of selection in the older text: ``token``, ``sentence``, ``paragraph`` or ``chunk``.
-        instruction: Free-text instruction for the critic (default: the template of ``granularity``).
-        token_counter: How tokens are counted: a tiktoken encoding name, an HF tokenizer or a ``str -> int``.
-        separator: Inserted between non-adjacent kept slices of one text (its tokens count).
-        lexical_weight: Weight of BM25 next to the critic when ranking units (0: the critic alone).
         start_on: ``"human"``: leave out what comes before the first ``HumanMessage`` (system messages aside).
+        options: How the older text is compressed (:class:`CompressionOptions`; its budget is ignored: the
+            budget is what ``max_tokens`` leaves for the older text).
+        **overrides: Options by name, over ``options``: ``granularity``, ``score_threshold``, ``instruction``,
+            ``language``, ``token_counter`` (also counts ``max_tokens``), ``separator``, ``lexical_weight``.
 
     Returns:
         New message objects in the input order.
 
     Raises:
-        ValueError: bad ``max_tokens`` / ``keep_last_turns``, empty ``query``, or no query at all (none given
-            and no human text) when something must be compressed.
+        ValueError: bad ``max_tokens`` / ``keep_last_turns`` / option, empty ``query``, or no query at all (none
+            given and no human text) when something must be compressed.
+        TypeError: an unknown option name.
 
     Example:
         >>> pruned = prune_messages(history, max_tokens=2000)  # doctest: +SKIP
         >>> [type(m).__name__ for m in pruned]  # doctest: +SKIP
         ['SystemMessage', 'HumanMessage', 'AIMessage', 'ToolMessage', 'AIMessage', 'HumanMessage']
     """
-    plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter, start_on)
-    options = _engine_options(granularity, instruction, token_counter, separator, lexical_weight)
-    return _prune(plan, (lambda: engine) if engine is not None else _shared_engine, **options)
+    options = _memory_options(options, overrides)
+    plan = _plan(messages, query, max_tokens, keep_last_turns, options.token_counter, start_on)
+    return _prune(plan, (lambda: engine) if engine is not None else _shared_engine, options)
 
 
 async def aprune_messages(
@@ -130,21 +128,21 @@ async def aprune_messages(
     max_tokens: int,
     engine: CPRSEngine | None = None,
     keep_last_turns: int = 1,
-    granularity: Literal["token", "sentence", "paragraph", "chunk"] = "sentence",
-    instruction: str | None = None,
-    token_counter: Any = "o200k_base",
-    separator: str = " ... ",
-    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
     start_on: Literal["human"] | None = None,
+    options: CompressionOptions | None = None,
+    **overrides: Any,
 ) -> list[BaseMessage]:
     """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread)."""
-    plan = _plan(messages, query, max_tokens, keep_last_turns, token_counter, start_on)
-    options = _engine_options(granularity, instruction, token_counter, separator, lexical_weight)
+    options = _memory_options(options, overrides)
+    plan = _plan(messages, query, max_tokens, keep_last_turns, options.token_counter, start_on)
     get_engine = (lambda: engine) if engine is not None else _shared_engine
-    return await _aprune(plan, get_engine, **options)
+    return await _aprune(plan, get_engine, options)
 
 
-class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list[BaseMessage]]):
+_MemoryOptions = option_fields_model("_MemoryOptions", MEMORY_ADAPTER_FIELDS)
+
+
+class CPRSMessagePruner(EngineSettings, _MemoryOptions, RunnableSerializable[MessagesInput, list[BaseMessage]]):
     """A runnable that prunes a chat history with :func:`prune_messages`: put it in front of a chat model.
 
     Its input is a list of messages (or a ``ChatPromptValue``), its output the pruned list; ``invoke``,
@@ -162,28 +160,15 @@ class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list
         description="What older turns are compressed for; None uses the text of the last HumanMessage.",
     )
     keep_last_turns: int = Field(default=1, ge=0, description="Number of last turns kept verbatim.")
-    granularity: Literal["token", "sentence", "paragraph", "chunk"] = Field(
-        default="sentence", description="Unit of selection in the older text."
-    )
-    instruction: str | None = Field(
-        default=None, description="Free-text instruction for the critic; None uses the granularity's template."
-    )
-    token_counter: Any = Field(
-        default="o200k_base",
-        description="How tokens are counted: a tiktoken encoding name, an HF tokenizer or a str -> int callable.",
-    )
-    separator: str = Field(default=" ... ", description="Inserted between non-adjacent kept slices of one text.")
     start_on: Literal["human"] | None = Field(
         default=None,
         description="'human': leave out the messages before the first HumanMessage (system messages aside).",
     )
-    lexical_weight: float = Field(
-        default=DEFAULT_LEXICAL_WEIGHT,
-        ge=0.0,
-        allow_inf_nan=False,
-        description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
-        "when ranking units (z-score fusion); 0 ranks by the critic alone.",
-    )
+
+    @model_validator(mode="after")
+    def _check_options(self) -> CPRSMessagePruner:
+        self._options()
+        return self
 
     def invoke(self, input: MessagesInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
         """Prune ``input`` (a list of messages or a prompt value)."""
@@ -197,32 +182,28 @@ class CPRSMessagePruner(EngineSettings, RunnableSerializable[MessagesInput, list
 
     def _prune(self, messages: MessagesInput) -> list[BaseMessage]:
         plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter, self.start_on)
-        return _prune(plan, self.get_engine, **self._options())
+        return _prune(plan, self.get_engine, self._options())
 
     async def _aprune(self, messages: MessagesInput) -> list[BaseMessage]:
         plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter, self.start_on)
-        return await _aprune(plan, self.get_engine, **self._options())
+        return await _aprune(plan, self.get_engine, self._options())
 
-    def _options(self) -> dict[str, Any]:
-        return _engine_options(
-            self.granularity, self.instruction, self.token_counter, self.separator, self.lexical_weight
-        )
+    def _options(self) -> CompressionOptions:
+        return CompressionOptions(**{name: getattr(self, name) for name in MEMORY_ADAPTER_FIELDS})
 
 
 # ----------------------------------------------------------------------------------------------- internals
 
 
-def _engine_options(
-    granularity: str, instruction: str | None, token_counter: Any, separator: str, lexical_weight: float
-) -> dict[str, Any]:
-    """Keyword arguments of :meth:`CPRSEngine.compress` for the older text (the budget aside)."""
-    return {
-        "granularity": granularity,
-        "instruction": instruction,
-        "token_counter": token_counter,
-        "separator": separator,
-        "lexical_weight": lexical_weight,
-    }
+def _memory_options(options: CompressionOptions | None, overrides: dict[str, Any]) -> CompressionOptions:
+    """The options for the older text: only what applies to it (its budget comes from ``max_tokens``)."""
+    not_here = sorted(set(overrides) - set(MEMORY_ADAPTER_FIELDS))
+    if not_here:
+        raise TypeError(
+            f"unknown option(s) for pruning {', '.join(map(repr, not_here))}; "
+            f"options are {', '.join(MEMORY_ADAPTER_FIELDS)} (the budget is max_tokens)"
+        )
+    return CompressionOptions.build(options, **overrides)
 
 
 def _shared_engine() -> CPRSEngine:
@@ -231,21 +212,23 @@ def _shared_engine() -> CPRSEngine:
     return CPRSEngine.shared()
 
 
-def _prune(plan: _Plan, get_engine: Callable[[], CPRSEngine], **options: Any) -> list[BaseMessage]:
+def _prune(plan: _Plan, get_engine: Callable[[], CPRSEngine], options: CompressionOptions) -> list[BaseMessage]:
     """Compress the plan's older text with the engine (loaded only if needed) and rebuild the messages."""
     if not plan.parts or plan.budget <= 0:
         return _assemble(plan, [])
     texts = [part.text for part in plan.parts]
-    results = get_engine().compress(plan.query, texts, target_tokens=plan.budget, **options)
+    results = get_engine().compress(plan.query, texts, options, target_tokens=plan.budget)
     return _assemble(plan, [result.text for result in results])
 
 
-async def _aprune(plan: _Plan, get_engine: Callable[[], CPRSEngine], **options: Any) -> list[BaseMessage]:
+async def _aprune(
+    plan: _Plan, get_engine: Callable[[], CPRSEngine], options: CompressionOptions
+) -> list[BaseMessage]:
     if not plan.parts or plan.budget <= 0:
         return _assemble(plan, [])
     engine = await asyncio.to_thread(get_engine)  # the first call loads the critic: not on the event loop
     texts = [part.text for part in plan.parts]
-    results = await engine.acompress(plan.query, texts, target_tokens=plan.budget, **options)
+    results = await engine.acompress(plan.query, texts, options, target_tokens=plan.budget)
     return _assemble(plan, [result.text for result in results])
 
 

@@ -68,7 +68,7 @@ class CPRSRetriever(CompressionSettings, BaseRetriever):
         documents = self._load_documents()
         if not documents:
             return []
-        results = self.get_engine().compress(query, [doc.page_content for doc in documents], **self.compress_options())
+        results = self.get_engine().compress(query, [doc.page_content for doc in documents], self.compression_options())
         return top_spans(documents, results, k)
 
     async def _aget_relevant_documents(
@@ -80,7 +80,7 @@ class CPRSRetriever(CompressionSettings, BaseRetriever):
         if not documents:
             return []
         engine = await self.aget_engine()
-        results = await engine.acompress(query, [doc.page_content for doc in documents], **self.compress_options())
+        results = await engine.acompress(query, [doc.page_content for doc in documents], self.compression_options())
         return top_spans(documents, results, k)
 
     def _check_k(self, k: Any) -> int:

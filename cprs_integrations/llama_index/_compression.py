@@ -1,20 +1,14 @@
-"""How the LlamaIndex adapters reach the engine: which engine (lazy, shared) and which compression options."""
+"""How the LlamaIndex adapters reach the engine: which engine (lazy, shared). Options: ``engine/options.py``."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from cprs_integrations.engine.prompts import check_granularity
-
 if TYPE_CHECKING:
     from cprs_integrations.engine.engine import CPRSEngine
 
-MODES = ("budget", "tags")
-#: Share of tokens kept in budget mode when neither ``target_ratio`` nor ``target_tokens`` is given (5x smaller).
-DEFAULT_TARGET_RATIO = 0.2
 
 
 def check_engine(engine: Any, model: Any = None, engine_kwargs: Mapping[str, Any] | None = None) -> CPRSEngine | None:
@@ -55,42 +49,6 @@ def load_engine(engine: CPRSEngine | None, model: str | None, engine_kwargs: Map
     from cprs_integrations.engine.engine import CPRSEngine
 
     return CPRSEngine.shared(model, **dict(engine_kwargs))
-
-
-def check_options(granularity: Any, mode: Any, target_ratio: Any, target_tokens: Any) -> None:
-    """Raise ``ValueError`` for an unknown granularity or mode, or a budget that does not fit the mode."""
-    check_granularity(granularity)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}")
-    if mode == "tags":
-        if target_ratio is not None or target_tokens is not None:
-            raise ValueError(
-                f"mode='tags' keeps what the critic tags and has no budget, got target_ratio={target_ratio!r} and "
-                f"target_tokens={target_tokens!r}; drop them or use mode='budget'"
-            )
-        return
-    if target_ratio is not None and target_tokens is not None:
-        raise ValueError(f"give target_ratio or target_tokens, not both (got {target_ratio!r} and {target_tokens!r})")
-    if target_ratio is not None and (
-        isinstance(target_ratio, bool)
-        or not isinstance(target_ratio, (int, float))
-        or math.isnan(target_ratio)
-        or not 0.0 < target_ratio <= 1.0
-    ):
-        raise ValueError(f"target_ratio must be a number in (0, 1] (0.2 keeps 20%), got {target_ratio!r}")
-    if target_tokens is not None and (
-        isinstance(target_tokens, bool) or not isinstance(target_tokens, int) or target_tokens < 1
-    ):
-        raise ValueError(f"target_tokens must be a positive integer, got {target_tokens!r}")
-
-
-def budget_options(mode: str, target_ratio: float | None, target_tokens: int | None) -> dict[str, Any]:
-    """The budget keyword of ``CPRSEngine.compress``: none in tags mode, ``DEFAULT_TARGET_RATIO`` if none given."""
-    if mode == "tags":
-        return {}
-    if target_tokens is not None:
-        return {"target_tokens": target_tokens}
-    return {"target_ratio": DEFAULT_TARGET_RATIO if target_ratio is None else target_ratio}
 
 
 def engine_name(model: str | None, engine: CPRSEngine | None) -> str:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from llama_index.core.memory import BaseMemoryBlock
 
 from cprs_integrations.engine.budget import resolve_token_counter
-from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
-from cprs_integrations.llama_index._compression import check_engine, check_options, load_engine, model_name
+from cprs_integrations.engine.options import MEMORY_ADAPTER_FIELDS, CompressionOptions, option_fields_model
+from cprs_integrations.llama_index._compression import check_engine, load_engine, model_name
+
+# LlamaIndex's Memory counts tokens with tiktoken's cl100k_base by default: the block counts the same way, so that
+# the block and Memory agree on sizes (the one adapter default that differs from CompressionOptions).
+_MemoryOptions = option_fields_model("_MemoryOptions", MEMORY_ADAPTER_FIELDS, token_counter="cl100k_base")
 
 if TYPE_CHECKING:
     from cprs_integrations.engine.engine import CPRSEngine
@@ -37,7 +41,7 @@ class _Rendered(NamedTuple):
         return MESSAGE_SEPARATOR.join(self.turns)
 
 
-class CPRSMemoryBlock(BaseMemoryBlock[str]):
+class CPRSMemoryBlock(_MemoryOptions, BaseMemoryBlock[str]):
     """Keep the messages flushed out of short-term memory; return them compressed for the current question.
 
     Plugged into ``Memory.from_defaults(memory_blocks=[...])``: when the chat history passes the memory's token
@@ -56,12 +60,10 @@ class CPRSMemoryBlock(BaseMemoryBlock[str]):
         model: Critic to load (local folder or hub id); ``None`` loads the embedded default critic.
         engine: A ready :class:`~cprs_integrations.engine.engine.CPRSEngine` (``model``/``engine_kwargs`` ignored).
         engine_kwargs: Options of :meth:`CPRSEngine.from_pretrained`.
-        granularity: Unit kept: ``token``, ``sentence``, ``paragraph`` (whole messages) or ``chunk``.
-        instruction: Free-text instruction for the critic (default: the template of ``granularity``).
+        granularity, score_threshold, instruction, language, separator, lexical_weight: as in
+            :class:`~cprs_integrations.engine.options.CompressionOptions` (``paragraph`` keeps whole messages).
         token_counter: How tokens are counted; ``cl100k_base`` by default, the encoding of ``Memory``'s default
             tokenizer, so that the block and ``Memory`` agree on sizes.
-        separator: Inserted between non-adjacent kept slices.
-        lexical_weight: Weight of BM25 next to the critic when ranking units (0: the critic alone).
         messages: The flushed messages (copies), oldest first.
 
     Example:
@@ -91,25 +93,6 @@ class CPRSMemoryBlock(BaseMemoryBlock[str]):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of CPRSEngine.from_pretrained (device, dtype...)."
     )
-    granularity: Literal["token", "sentence", "paragraph", "chunk"] = Field(
-        default="sentence", description="Unit of selection; paragraph keeps whole messages."
-    )
-    instruction: str | None = Field(
-        default=None, description="Free-text instruction for the critic; None uses the template of granularity."
-    )
-    token_counter: Any = Field(
-        default="cl100k_base",
-        description="How tokens are counted: a tiktoken encoding name, a tiktoken Encoding, an HF tokenizer or a "
-        "callable str -> int (cl100k_base matches the default tokenizer of Memory).",
-    )
-    separator: str = Field(default=" ... ", description="Inserted between non-adjacent kept slices.")
-    lexical_weight: float = Field(
-        default=DEFAULT_LEXICAL_WEIGHT,
-        ge=0.0,
-        allow_inf_nan=False,
-        description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
-        "when ranking units (z-score fusion); 0 ranks by the critic alone.",
-    )
     messages: list[ChatMessage] = Field(
         default_factory=list, description="The messages flushed out of short-term memory (copies), oldest first."
     )
@@ -130,8 +113,12 @@ class CPRSMemoryBlock(BaseMemoryBlock[str]):
 
     @model_validator(mode="after")
     def _check_options(self) -> CPRSMemoryBlock:
-        check_options(self.granularity, "budget", None, self.max_tokens)
+        self.compression_options()
         return self
+
+    def compression_options(self) -> CompressionOptions:
+        """The :class:`CompressionOptions` of the block (its budget, ``max_tokens`` or less, is set per call)."""
+        return CompressionOptions(**{name: getattr(self, name) for name in MEMORY_ADAPTER_FIELDS})
 
     @property
     def engine(self) -> CPRSEngine:
@@ -197,14 +184,7 @@ class CPRSMemoryBlock(BaseMemoryBlock[str]):
             return self._recent_turns(rendered.turns, budget)
         engine = self._engine if self._engine is not None else await asyncio.to_thread(lambda: self.engine)
         [result] = await engine.acompress(
-            rendered.query,
-            [rendered.history],
-            granularity=self.granularity,
-            instruction=self.instruction,
-            target_tokens=budget,
-            token_counter=self.token_counter,
-            separator=self.separator,
-            lexical_weight=self.lexical_weight,
+            rendered.query, [rendered.history], self.compression_options(), target_tokens=budget
         )
         return result.text
 

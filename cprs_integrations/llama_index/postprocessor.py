@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -13,16 +13,8 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT
-from cprs_integrations.llama_index._compression import (
-    DEFAULT_TARGET_RATIO,
-    budget_options,
-    check_engine,
-    check_options,
-    engine_name,
-    load_engine,
-    model_name,
-)
+from cprs_integrations.engine.options import DOCUMENT_ADAPTER_FIELDS, CompressionOptions, option_fields_model
+from cprs_integrations.llama_index._compression import check_engine, engine_name, load_engine, model_name
 from cprs_integrations.llama_index._nodes import text_of, with_text
 
 if TYPE_CHECKING:
@@ -32,7 +24,10 @@ if TYPE_CHECKING:
 dispatcher = get_dispatcher(__name__)
 
 
-class CPRSNodePostprocessor(BaseNodePostprocessor):
+_DocumentOptions = option_fields_model("_DocumentOptions", DOCUMENT_ADAPTER_FIELDS)
+
+
+class CPRSNodePostprocessor(_DocumentOptions, BaseNodePostprocessor):
     """Keep only the query-relevant text of each retrieved node (QwenLong-CPRS token critic).
 
     The critic reads every node against the query and keeps the best sentences (or keywords, paragraphs, chunks)
@@ -49,15 +44,12 @@ class CPRSNodePostprocessor(BaseNodePostprocessor):
         engine: A ready :class:`~cprs_integrations.engine.engine.CPRSEngine`; ``model`` and ``engine_kwargs`` are
             then ignored.
         engine_kwargs: Options of :meth:`CPRSEngine.from_pretrained` (``device``, ``dtype``, ``window_tokens``...).
-        granularity: Unit kept: ``token``, ``sentence``, ``paragraph`` or ``chunk``.
-        instruction: Free-text instruction for the critic (default: the template of ``granularity``).
-        mode: ``budget`` (best units under a budget) or ``tags`` (the critic's own tags, no budget).
-        target_ratio: Budget mode: share of tokens kept; ``0.2`` when neither budget is given.
-        target_tokens: Budget mode: at most this many tokens kept.
-        per_node_budget: Apply the budget to each node separately instead of across all nodes.
-        token_counter: How budget tokens are counted (tiktoken name, tiktoken Encoding, HF tokenizer or callable).
-        separator: Inserted between non-adjacent kept slices of a node.
-        lexical_weight: Budget mode: weight of BM25 next to the critic when ranking units (0: the critic alone).
+        granularity, mode, target_ratio, target_tokens, score_threshold, instruction, language, token_counter,
+            separator, lexical_weight: the options of
+            :class:`~cprs_integrations.engine.options.CompressionOptions` (declared there; budget default
+            ``target_ratio=0.2``).
+        per_node_budget: Apply the budget to each node separately instead of across all nodes (the engine's
+            ``per_text_budget``).
         drop_empty: Leave out nodes of which nothing was kept.
         sort_by_score: Order the output by the critic's score instead of keeping the input order (nodes passed
             through keep their retrieval score).
@@ -85,38 +77,10 @@ class CPRSNodePostprocessor(BaseNodePostprocessor):
         default_factory=dict,
         description="Keyword arguments of CPRSEngine.from_pretrained (device, dtype, window_tokens, batch_size...).",
     )
-    granularity: Literal["token", "sentence", "paragraph", "chunk"] = Field(
-        default="sentence", description="Unit of selection: token (keywords), sentence, paragraph or chunk."
-    )
-    instruction: str | None = Field(
-        default=None, description="Free-text instruction for the critic; None uses the template of granularity."
-    )
-    mode: Literal["budget", "tags"] = Field(
-        default="budget",
-        description="budget: keep the best units under a token budget; tags: keep what the critic tags (no budget).",
-    )
-    target_ratio: float | None = Field(
-        default=None,
-        description=f"Budget mode: share of tokens kept, in (0, 1]; {DEFAULT_TARGET_RATIO} when neither "
-        "target_ratio nor target_tokens is given.",
-    )
-    target_tokens: int | None = Field(default=None, description="Budget mode: at most this many tokens kept.")
     per_node_budget: bool = Field(
         default=False,
+        strict=True,
         description="Apply the budget to each node separately instead of once across all nodes of the query.",
-    )
-    token_counter: Any = Field(
-        default="o200k_base",
-        description="How budget tokens are counted: a tiktoken encoding name, a tiktoken Encoding, an HF "
-        "tokenizer or a callable str -> int.",
-    )
-    separator: str = Field(default=" ... ", description="Inserted between non-adjacent kept slices of a node.")
-    lexical_weight: float = Field(
-        default=DEFAULT_LEXICAL_WEIGHT,
-        ge=0.0,
-        allow_inf_nan=False,
-        description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
-        "when ranking units (z-score fusion); 0 ranks by the critic alone.",
     )
     drop_empty: bool = Field(default=True, description="Leave out nodes of which nothing was kept.")
     sort_by_score: bool = Field(
@@ -135,9 +99,19 @@ class CPRSNodePostprocessor(BaseNodePostprocessor):
         return model_name(value)
 
     @model_validator(mode="after")
-    def _check_budget(self) -> CPRSNodePostprocessor:
-        check_options(self.granularity, self.mode, self.target_ratio, self.target_tokens)
+    def _check_options(self) -> CPRSNodePostprocessor:
+        self.compression_options()
         return self
+
+    def compression_options(self) -> CompressionOptions:
+        """The :class:`CompressionOptions` this postprocessor stands for (``per_node_budget`` is
+        ``per_text_budget``).
+
+        Raises:
+            ValueError: options that do not go together (two budgets, a budget in tags mode).
+        """
+        values = {name: getattr(self, name) for name in DOCUMENT_ADAPTER_FIELDS}
+        return CompressionOptions(**values, per_text_budget=self.per_node_budget)
 
     @classmethod
     def class_name(cls) -> str:
@@ -162,7 +136,7 @@ class CPRSNodePostprocessor(BaseNodePostprocessor):
         engine = self.engine
         positions, texts = _text_positions(nodes)
         with self._reranking(engine, nodes, query_bundle) as event:
-            results = engine.compress(query_bundle.query_str, texts, **self._options()) if texts else []
+            results = engine.compress(query_bundle.query_str, texts, self.compression_options()) if texts else []
             out = self._assemble(nodes, positions, results)
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out))
@@ -179,25 +153,13 @@ class CPRSNodePostprocessor(BaseNodePostprocessor):
         engine = self._engine if self._engine is not None else await asyncio.to_thread(lambda: self.engine)
         positions, texts = _text_positions(nodes)
         with self._reranking(engine, nodes, query_bundle) as event:
-            results = await engine.acompress(query_bundle.query_str, texts, **self._options()) if texts else []
+            results = await engine.acompress(query_bundle.query_str, texts, self.compression_options()) if texts else []
             out = self._assemble(nodes, positions, results)
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out))
         return out
 
     # ------------------------------------------------------------------------------------------------- helpers
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "granularity": self.granularity,
-            "instruction": self.instruction,
-            "mode": self.mode,
-            "token_counter": self.token_counter,
-            "per_text_budget": self.per_node_budget,
-            "separator": self.separator,
-            "lexical_weight": self.lexical_weight,
-            **budget_options(self.mode, self.target_ratio, self.target_tokens),
-        }
 
     def _assemble(
         self, nodes: list[NodeWithScore], positions: dict[int, int], results: list[CompressionResult]
@@ -256,4 +218,6 @@ def _figures(result: CompressionResult) -> dict[str, Any]:
         "compressed_tokens": result.compressed_tokens,
         "ratio": None if math.isinf(ratio) else ratio,
         "granularity": result.granularity,
+        "granularity_used": result.granularity_used,
+        "empty_reason": result.empty_reason,
     }

@@ -11,14 +11,8 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 
-from cprs_integrations.engine.lexical import DEFAULT_LEXICAL_WEIGHT, check_lexical_weight
-from cprs_integrations.llama_index._compression import (
-    budget_options,
-    check_engine,
-    check_options,
-    load_engine,
-    model_name,
-)
+from cprs_integrations.engine.options import DOCUMENT_ADAPTER_FIELDS, CompressionOptions
+from cprs_integrations.llama_index._compression import check_engine, load_engine, model_name
 from cprs_integrations.llama_index._nodes import span_node, text_of
 
 if TYPE_CHECKING:
@@ -42,15 +36,17 @@ class CPRSRetriever(BaseRetriever):
         engine: A ready :class:`~cprs_integrations.engine.engine.CPRSEngine` (``model``/``engine_kwargs`` ignored).
         engine_kwargs: Options of :meth:`CPRSEngine.from_pretrained` (``device``, ``dtype``...).
         similarity_top_k: At most this many spans per query (default 4).
-        granularity: Unit kept: ``token``, ``sentence``, ``paragraph`` or ``chunk``.
-        instruction: Free-text instruction for the critic (default: the template of ``granularity``).
-        mode: ``budget`` (best units under a budget) or ``tags`` (the critic's own tags).
-        target_ratio: Budget mode: share of all tokens kept before the top-k cut; ``0.2`` if no budget is given.
-        target_tokens: Budget mode: at most this many tokens kept before the top-k cut.
-        token_counter: How budget tokens are counted (tiktoken name, tiktoken Encoding, HF tokenizer or callable).
-        lexical_weight: Budget mode: weight of BM25 next to the critic when ranking units (0: the critic alone).
+        options: :class:`~cprs_integrations.engine.options.CompressionOptions`; the budget (default
+            ``target_ratio=0.2``) applies to all tokens of ``nodes``, before the top-k cut.
         callback_manager: LlamaIndex callback manager.
         verbose: Passed to ``BaseRetriever``.
+        **overrides: Options by name over ``options`` (``granularity``, ``mode``, ``target_ratio``,
+            ``target_tokens``, ``score_threshold``, ``instruction``, ``language``, ``token_counter``,
+            ``lexical_weight``).
+
+    Raises:
+        TypeError: ``nodes`` not a list of nodes, or an unknown option.
+        ValueError: an invalid option or ``similarity_top_k``.
 
     Example:
         >>> from llama_index.core import Document
@@ -69,15 +65,10 @@ class CPRSRetriever(BaseRetriever):
         engine: CPRSEngine | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
         similarity_top_k: int = 4,
-        granularity: str = "sentence",
-        instruction: str | None = None,
-        mode: str = "budget",
-        target_ratio: float | None = None,
-        target_tokens: int | None = None,
-        token_counter: Any = "o200k_base",
-        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+        options: CompressionOptions | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        **overrides: Any,
     ) -> None:
         if isinstance(nodes, (str, BaseNode)) or not isinstance(nodes, Sequence):
             raise TypeError(f"nodes must be a list of Documents or nodes, got {type(nodes).__name__}")
@@ -86,22 +77,17 @@ class CPRSRetriever(BaseRetriever):
                 raise TypeError(f"nodes[{i}] must be a Document or a node, got {type(node).__name__}")
         if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
             raise ValueError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
-        check_options(granularity, mode, target_ratio, target_tokens)
-        lexical_weight = check_lexical_weight(lexical_weight)
+        not_here = sorted(set(overrides) - set(DOCUMENT_ADAPTER_FIELDS))
+        if not_here:
+            options_list = ", ".join(DOCUMENT_ADAPTER_FIELDS)
+            raise TypeError(f"unknown argument(s) {', '.join(map(repr, not_here))}; options are {options_list}")
+        self.options = CompressionOptions.build(options, **overrides)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         self._nodes = tuple(nodes)
         self._model = model_name(model)
         self._engine_kwargs = dict(engine_kwargs or {})
         self._engine = check_engine(engine, self._model, self._engine_kwargs)
         self.similarity_top_k = similarity_top_k
-        self._options: dict[str, Any] = {
-            "granularity": granularity,
-            "instruction": instruction,
-            "mode": mode,
-            "token_counter": token_counter,
-            "lexical_weight": lexical_weight,
-            **budget_options(mode, target_ratio, target_tokens),
-        }
 
     @property
     def engine(self) -> CPRSEngine:
@@ -114,7 +100,7 @@ class CPRSRetriever(BaseRetriever):
         sources, texts = self._texts()
         if not texts:
             return []
-        return self._best_spans(sources, self.engine.compress(query_bundle.query_str, texts, **self._options))
+        return self._best_spans(sources, self.engine.compress(query_bundle.query_str, texts, self.options))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         sources, texts = self._texts()
@@ -122,7 +108,7 @@ class CPRSRetriever(BaseRetriever):
             return []
         # Loading a critic takes seconds: never on the event loop.
         engine = self._engine if self._engine is not None else await asyncio.to_thread(lambda: self.engine)
-        results = await engine.acompress(query_bundle.query_str, texts, **self._options)
+        results = await engine.acompress(query_bundle.query_str, texts, self.options)
         return self._best_spans(sources, results)
 
     def _texts(self) -> tuple[list[BaseNode], list[str]]:

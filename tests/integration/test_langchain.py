@@ -32,6 +32,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from cprs_integrations import CompressionOptions
 from cprs_integrations.engine.budget import resolve_token_counter
 from cprs_integrations.langchain import (
     CPRSDocumentCompressor,
@@ -120,7 +121,10 @@ def assert_compressed_from(out: Document, source: Document, separator: str = SEP
     assert figures["original_tokens"] == (count_tokens(source.page_content) if source.page_content else 0)
     if figures["ratio"] is None:
         assert not spans and figures["original_tokens"] > 0
-    assert set(figures) == {"spans", "score", "original_tokens", "compressed_tokens", "ratio", "granularity", "mode"}
+    assert set(figures) == {
+        "spans", "score", "original_tokens", "compressed_tokens", "ratio", "granularity", "granularity_used",
+        "empty_reason", "mode",
+    }
 
 
 def assert_in_input_order(out: list[Document], inputs: list[Document]) -> None:
@@ -194,7 +198,7 @@ def test_compressor_keeps_slices_order_metadata_and_global_budget(tiny_engine, d
 
 def test_compressor_default_budget_is_a_fifth(tiny_engine, documents) -> None:
     compressor = CPRSDocumentCompressor(engine=tiny_engine)
-    assert compressor.target_ratio == 0.2
+    assert compressor.compression_options().target_ratio == 0.2
     out = compressor.compress_documents(documents, QUERY)
     total = sum(count_tokens(doc.page_content) for doc in documents if doc.page_content)
     assert 0 < sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.2 * total)
@@ -207,7 +211,7 @@ def test_compressor_per_document_budget_and_target_tokens(tiny_engine, documents
         assert figures["compressed_tokens"] <= math.floor(0.5 * figures["original_tokens"])
 
     by_tokens = CPRSDocumentCompressor(engine=tiny_engine, target_tokens=60)
-    assert by_tokens.target_ratio is None
+    assert by_tokens.compression_options().target_ratio is None
     out = by_tokens.compress_documents(documents, QUERY)
     assert 0 < sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= 60
 
@@ -226,7 +230,8 @@ def test_compressor_drop_empty_false_keeps_every_document(tiny_engine, documents
 
 def test_compressor_tags_mode_has_no_budget(tiny_engine, documents) -> None:
     compressor = CPRSDocumentCompressor(engine=tiny_engine, mode="tags", drop_empty=False)
-    assert compressor.target_ratio is None and compressor.target_tokens is None
+    options = compressor.compression_options()
+    assert options.target_ratio is None and options.target_tokens is None
     for doc, source in zip(compressor.compress_documents(documents, QUERY), documents):
         assert_compressed_from(doc, source)
         assert doc.metadata["cprs"]["mode"] == "tags"
@@ -257,7 +262,7 @@ def test_compressor_settings_are_checked(tiny_engine) -> None:
         CPRSDocumentCompressor(granularity="word")
     with pytest.raises(ValueError, match="not both"):
         CPRSDocumentCompressor(target_ratio=0.1, target_tokens=100)
-    with pytest.raises(ValueError, match="mode='tags' has no budget"):
+    with pytest.raises(ValueError, match="mode='tags' keeps what the critic tags and has no budget"):
         CPRSDocumentCompressor(mode="tags", target_ratio=0.1)
     with pytest.raises(ValueError, match="less than or equal to 1"):
         CPRSDocumentCompressor(target_ratio=2)
@@ -273,7 +278,8 @@ def test_compressor_settings_are_checked(tiny_engine) -> None:
     with pytest.raises(ValueError, match="lexical_weight"):
         CPRSMessagePruner(max_tokens=10, lexical_weight=-1)
     dumped = CPRSDocumentCompressor(engine=tiny_engine).model_dump()
-    assert "engine" not in dumped and dumped["target_ratio"] == 0.2
+    assert "engine" not in dumped and dumped["target_ratio"] is None  # None: the default budget, 0.2
+    assert CPRSDocumentCompressor(**dumped).compression_options().target_ratio == 0.2
 
 
 def test_compressor_loads_the_shared_engine_lazily(tiny_encoder_dir) -> None:
@@ -614,13 +620,13 @@ class SpyEngine:
     def __init__(self, engine: Any) -> None:
         self.engine, self.calls = engine, []
 
-    def compress(self, query: str, texts: list[str], **options: Any) -> Any:
-        self.calls.append(options)
-        return self.engine.compress(query, texts, **options)
+    def compress(self, query: str, texts: list[str], options: Any = None, **overrides: Any) -> Any:
+        self.calls.append(CompressionOptions.build(options, **overrides))
+        return self.engine.compress(query, texts, options, **overrides)
 
-    async def acompress(self, query: str, texts: list[str], **options: Any) -> Any:
-        self.calls.append(options)
-        return await self.engine.acompress(query, texts, **options)
+    async def acompress(self, query: str, texts: list[str], options: Any = None, **overrides: Any) -> Any:
+        self.calls.append(CompressionOptions.build(options, **overrides))
+        return await self.engine.acompress(query, texts, options, **overrides)
 
 
 async def test_lexical_weight_reaches_the_engine(tiny_engine, documents) -> None:
@@ -629,4 +635,4 @@ async def test_lexical_weight_reaches_the_engine(tiny_engine, documents) -> None
     await CPRSDocumentCompressor(engine=spy, lexical_weight=0).acompress_documents(documents, QUERY)
     CPRSRetriever(documents=documents, engine=spy, lexical_weight=1.5).invoke(QUERY)
     prune_messages(chat_history(), engine=spy, max_tokens=200, lexical_weight=0.25)
-    assert [call["lexical_weight"] for call in spy.calls] == [0.5, 0.0, 1.5, 0.25]
+    assert [call.lexical_weight for call in spy.calls] == [0.5, 0.0, 1.5, 0.25]

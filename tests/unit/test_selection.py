@@ -71,7 +71,7 @@ def test_adjacent_units_merge_into_one_exact_slice():
     count = resolve_token_counter("o200k_base")
     text = "One. Two. Three."
     units = np.array([[0, 4], [5, 9], [10, 16]])
-    [sel] = select_under_budgets([text], [units], [np.array([0.9, 0.8, 0.1])], [6], [0], count, " | ")
+    [sel] = select_under_budgets([text], [units], [np.array([0.9, 0.8, 0.1])], [5], [0], count, " | ")
     assert sel.spans.tolist() == [[0, 9]]
 
 
