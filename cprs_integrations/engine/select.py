@@ -129,7 +129,7 @@ def _select_budget(
         texts, units, scores, active_budgets, groups, count_tokens, options.separator, priorities, eligible
     )
     for t in range(n):
-        if groups[t] in whole and texts[t]:
+        if groups[t] in whole and texts[t].strip():
             best = float(scores[t].max()) if len(scores[t]) else 0.0
             selections[t] = Selection(np.asarray([[0, len(texts[t])]], dtype=np.int64), np.asarray([best]))
 

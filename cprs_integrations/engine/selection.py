@@ -16,6 +16,7 @@ No torch here.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -217,39 +218,48 @@ def merge_adjacent(text: str, selection: Selection) -> Selection:
     return Selection(np.asarray(spans, dtype=np.int64).reshape(-1, 2), np.asarray(scores, dtype=np.float64))
 
 
-class _GroupState:
-    """Chosen units of the texts of one call, with the estimated cost of each budget group.
+class _Chosen:
+    """The chosen units of each text (sorted), and the exact token cost of choosing one more.
 
-    A text's estimated cost is the sum of its chosen units' token counts plus one separator between consecutive
-    runs of chosen units (consecutive units are adjacent in the input and are joined without a separator).
+    The cost of adding unit ``u`` is measured on its neighbourhood: the joined text of the nearest chosen units
+    before and after it, with and without ``u`` (consecutive units are joined by the text between them in the
+    input, others by the separator). Token counts are local at these joins, so this is the change of the whole
+    text's count, and a separator is charged only where it is written (a unit that bridges two kept runs refunds
+    one).
     """
 
-    def __init__(self, n_texts: int, separator_cost: int):
-        self.chosen: list[set[int]] = [set() for _ in range(n_texts)]
-        self.runs = [0] * n_texts
-        self.separator_cost = separator_cost
+    def __init__(
+        self, texts: Sequence[str], units: Sequence[np.ndarray], count_tokens: Callable[[str], int], separator: str
+    ):
+        self.texts, self.units, self.count_tokens, self.separator = texts, units, count_tokens, separator
+        self.chosen: list[list[int]] = [[] for _ in texts]
 
-    def marginal(self, t: int, u: int, unit_cost: int) -> int:
-        """Estimated tokens added by choosing unit ``u`` of text ``t``."""
-        return unit_cost + self.separator_cost * (
-            self._separators(self.runs[t] + self._run_delta(t, u)) - self._separators(self.runs[t])
-        )
+    def marginal(self, t: int, u: int) -> int:
+        chosen = self.chosen[t]
+        i = bisect.bisect_left(chosen, u)
+        before = [chosen[i - 1]] if i > 0 else []
+        after = [chosen[i]] if i < len(chosen) else []
+        with_u = self._joined(t, [*before, u, *after])
+        without = self._joined(t, [*before, *after]) if before or after else ""
+        return self.count_tokens(with_u) - (self.count_tokens(without) if without else 0)
 
     def add(self, t: int, u: int) -> None:
-        self.runs[t] += self._run_delta(t, u)
-        self.chosen[t].add(u)
+        bisect.insort(self.chosen[t], u)
 
     def remove(self, t: int, u: int) -> None:
-        self.chosen[t].discard(u)
-        self.runs[t] -= self._run_delta(t, u)
+        self.chosen[t].remove(u)
 
-    def _run_delta(self, t: int, u: int) -> int:
-        neighbours = (u - 1 in self.chosen[t]) + (u + 1 in self.chosen[t])
-        return 1 - neighbours
-
-    @staticmethod
-    def _separators(runs: int) -> int:
-        return max(runs - 1, 0)
+    def _joined(self, t: int, indices: list[int]) -> str:
+        text, units = self.texts[t], self.units[t]
+        parts: list[str] = []
+        previous = None
+        for u in indices:
+            start, end = int(units[u, 0]), int(units[u, 1])
+            if previous is not None:
+                parts.append(text[int(units[previous, 1]) : start] if u == previous + 1 else self.separator)
+            parts.append(text[start:end])
+            previous = u
+        return "".join(parts)
 
 
 def select_under_budgets(
@@ -265,12 +275,13 @@ def select_under_budgets(
 ) -> list[Selection]:
     """Greedy selection of units under token budgets, with an exact re-count and a refill.
 
-    1. Units are taken in rank order while their estimated cost fits what is left of their group's budget; the
-       separator is charged only where it will be written (consecutive units merge without one).
-    2. The joined text of each group is counted exactly; while it is over budget the lowest-ranked chosen unit is
-       dropped (token counts of joined text can differ from the sum of the parts by a token or two).
-    3. The room left is refilled with the best units not yet chosen that still fit, then 2. again (at most a few
-       rounds, until nothing more fits).
+    1. Units are taken in rank order while the tokens they add (measured exactly on their neighbourhood, see
+       :class:`_Chosen`) fit what is left of their group's budget; the separator is charged only where it is
+       written.
+    2. The joined text of each group is counted; while it is over budget the lowest-ranked chosen unit is dropped
+       (a safety net: step 1 is exact up to rare tokenizer effects across a join).
+    3. The units passed over are tried again while something was added (a unit can become cheaper when its
+       neighbours are chosen: it then bridges two slices and saves a separator), then 2. again.
 
     Args:
         texts: The input texts.
@@ -288,7 +299,7 @@ def select_under_budgets(
     """
     separator_cost = count_tokens(separator) if separator else 0
     ranks = scores if priorities is None else priorities
-    candidates = sorted(
+    pending = sorted(
         (-float(ranks[t][u]), t, u)
         for t in range(len(texts))
         if budgets[groups[t]] > 0
@@ -299,34 +310,42 @@ def select_under_budgets(
     def unit_cost(t: int, u: int) -> int:
         key = (t, u)
         if key not in unit_costs:
-            start, end = units[t][u]
-            unit_costs[key] = count_tokens(texts[t][int(start) : int(end)])
+            unit_costs[key] = count_tokens(texts[t][int(units[t][u, 0]) : int(units[t][u, 1])])
         return unit_costs[key]
 
-    state = _GroupState(len(texts), separator_cost)
+    state = _Chosen(texts, units, count_tokens, separator)
     remaining = list(budgets)
     for _round in range(4):
+        passed_over = []
         added = 0
-        for _, t, u in candidates:
+        for candidate in pending:
+            _, t, u = candidate
             group = groups[t]
-            if remaining[group] <= 0 or u in state.chosen[t]:
+            # cheap lower bound first: a unit never adds fewer tokens than its own minus a refunded separator
+            if remaining[group] <= 0 or unit_cost(t, u) - separator_cost - 2 > remaining[group]:
+                passed_over.append(candidate)
                 continue
-            cost = state.marginal(t, u, unit_cost(t, u))
+            cost = state.marginal(t, u)
             if cost <= remaining[group]:
                 state.add(t, u)
                 remaining[group] -= cost
                 added += 1
+            else:
+                passed_over.append(candidate)
         if not added:
             break
         remaining = _enforce_budgets(texts, units, ranks, state, budgets, groups, count_tokens, separator)
-    return [assemble(texts[t], units[t], sorted(state.chosen[t]), scores[t]) for t in range(len(texts))]
+        pending = passed_over
+        if all(r <= 0 for r in remaining):
+            break
+    return [assemble(texts[t], units[t], state.chosen[t], scores[t]) for t in range(len(texts))]
 
 
 def _enforce_budgets(
     texts: Sequence[str],
     units: Sequence[np.ndarray],
     ranks: Sequence[np.ndarray],
-    state: _GroupState,
+    state: _Chosen,
     budgets: Sequence[int],
     groups: Sequence[int],
     count_tokens: Callable[[str], int],
@@ -338,7 +357,7 @@ def _enforce_budgets(
         members.setdefault(g, []).append(t)
 
     def count(t: int) -> int:
-        spans = assemble(texts[t], units[t], sorted(state.chosen[t]), np.zeros(len(units[t]))).spans
+        spans = assemble(texts[t], units[t], state.chosen[t], np.zeros(len(units[t]))).spans
         return count_tokens(join_spans(texts[t], spans, separator)) if len(spans) else 0
 
     remaining = list(budgets)
