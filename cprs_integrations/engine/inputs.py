@@ -11,6 +11,7 @@ def check_texts(texts: Any) -> list[str]:
 
     Raises:
         TypeError: not a sequence of ``str`` (a single ``str`` included).
+        ValueError: a text with a lone surrogate (not encodable as UTF-8), naming ``texts[i]``.
     """
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, got a single str; wrap it: compress(query, [text])")
@@ -19,6 +20,7 @@ def check_texts(texts: Any) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        _check_encodable(text, f"texts[{i}]")
     return list(texts)
 
 
@@ -27,10 +29,22 @@ def check_query(query: Any) -> str:
 
     Raises:
         TypeError: not a ``str``.
-        ValueError: empty or whitespace only.
+        ValueError: empty or whitespace only, or a lone surrogate.
     """
     if not isinstance(query, str):
         raise TypeError(f"query must be a str, got {type(query).__name__}")
     if not query.strip():
         raise ValueError(f"query must be a non-empty string (it guides what is kept), got {query!r}")
+    _check_encodable(query, "query")
     return query
+
+
+def _check_encodable(text: str, name: str) -> None:
+    """Tokenizers need valid Unicode: a lone surrogate (e.g. from a bad ``surrogateescape`` decode) is refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{name} holds a character that is not valid Unicode ({text[e.start]!r} at index {e.start}: "
+            f"{e.reason}); decode the source with errors='replace' or remove it"
+        ) from None

@@ -210,3 +210,20 @@ def test_engine_options_are_validated(fake_critic):
         CPRSEngine(fake_critic, window_tokens=10_000)
     with pytest.raises(ValueError, match="batch_size"):
         CPRSEngine(fake_critic, batch_size=0)
+
+
+def test_lone_surrogates_are_named_before_the_tokenizer_sees_them(fake_engine):
+    with pytest.raises(ValueError, match=r"texts\[1\].*index 3"):
+        fake_engine.compress("zebra", [DOC, "abc\ud800def"])
+    with pytest.raises(ValueError, match="query"):
+        fake_engine.compress("zeb\udc80ra", [DOC])
+
+
+def test_numpy_scalars_are_accepted_as_budgets(fake_engine):
+    import numpy as np
+
+    [a] = fake_engine.compress("zebra", [DOC], target_ratio=np.float32(0.3))
+    [b] = fake_engine.compress("zebra", [DOC], target_ratio=0.3)
+    assert a.spans == b.spans
+    [c] = fake_engine.compress("zebra", [DOC], target_tokens=np.int64(20))
+    assert 0 < c.compressed_tokens <= 20
