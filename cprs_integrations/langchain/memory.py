@@ -39,7 +39,7 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from cprs_integrations.engine.budget import resolve_token_counter
 from cprs_integrations.engine.inputs import check_query
@@ -153,6 +153,9 @@ class CPRSMessagePruner(EngineSettings, _MemoryOptions, RunnableSerializable[Mes
         >>> chain = prompt | pruner | chat_model  # doctest: +SKIP
         >>> pruned = pruner.invoke(history)  # doctest: +SKIP
     """
+
+    # LangChain base classes allow extra fields; a typo (top_n=2 for k) must be an error, not ignored.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
 
     max_tokens: int = Field(ge=0, description="Token budget of the text of the returned messages.")
     query: str | None = Field(

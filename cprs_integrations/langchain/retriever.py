@@ -9,7 +9,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import run_in_executor
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cprs_integrations.langchain._settings import CompressionSettings, check_query
 from cprs_integrations.langchain.compressor import METADATA_KEY
@@ -36,6 +36,9 @@ class CPRSRetriever(CompressionSettings, BaseRetriever):
         >>> for doc in retriever.invoke("Which company did she found?"):  # doctest: +SKIP
         ...     print(round(doc.metadata["cprs"]["score"], 2), doc.page_content)
     """
+
+    # LangChain base classes allow extra fields; a typo (top_n=2 for k) must be an error, not ignored.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
 
     documents: list[Document] = Field(
         default_factory=list, description="The documents searched (exclusive with loader)."

@@ -636,3 +636,23 @@ async def test_lexical_weight_reaches_the_engine(tiny_engine, documents) -> None
     CPRSRetriever(documents=documents, engine=spy, lexical_weight=1.5).invoke(QUERY)
     prune_messages(chat_history(), engine=spy, max_tokens=200, lexical_weight=0.25)
     assert [call.lexical_weight for call in spy.calls] == [0.5, 0.0, 1.5, 0.25]
+
+
+def test_every_adapter_rejects_unknown_arguments(tiny_engine, documents) -> None:
+    for build in (
+        lambda: CPRSRetriever(documents=documents, engine=tiny_engine, top_n=2),
+        lambda: CPRSMessagePruner(engine=tiny_engine, max_tokens=10, top_n=2),
+        lambda: CPRSDocumentCompressor(engine=tiny_engine, top_n=2),
+    ):
+        with pytest.raises(ValueError, match="top_n"):
+            build()
+    with pytest.raises(TypeError, match="top_n"):
+        prune_messages(chat_history(), engine=tiny_engine, max_tokens=10, top_n=2)
+
+
+def test_score_threshold_reaches_the_engine_from_every_adapter(tiny_engine, documents) -> None:
+    spy = SpyEngine(tiny_engine)
+    CPRSDocumentCompressor(engine=spy, score_threshold=0.3).compress_documents(documents, QUERY)
+    CPRSRetriever(documents=documents, engine=spy, score_threshold=0.4).invoke(QUERY)
+    prune_messages(chat_history(), engine=spy, max_tokens=200, score_threshold=0.5)
+    assert [call.score_threshold for call in spy.calls] == [0.3, 0.4, 0.5]
