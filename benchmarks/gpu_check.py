@@ -72,6 +72,7 @@ from typing import Any
 
 from benchmarks.common import RESULTS_DIR, SEED, cpu_model, run_info, set_offline, set_threads, short_error, write_json
 from benchmarks.speed import current_rss_mb, peak_rss_mb, reset_peak_rss
+from cprs_integrations.models.base import layouts_for
 
 DEFAULT_OUTPUT = RESULTS_DIR / "gpu_check.json"
 TARGET_RATIO = 0.1
@@ -412,8 +413,12 @@ def measure_throughput(critic: Any, spy: ScoreSpy, profile: Profile, n_tokens: i
     raw_seconds = min(raw_runs)
     tokens = int(result.timings["critic_tokens"])
     window_tokens = sum(len(w) for _, windows in calls for w in windows)
-    forward_tokens = sum((layout.overhead + len(w)) for layout, windows in calls for w in windows)
-    padded_tokens = sum(len(windows) * (layout.overhead + max(map(len, windows))) for layout, windows in calls)
+    rows = [
+        [lay.overhead + len(w) for lay, w in zip(layouts_for(layout, len(windows)), windows)]
+        for layout, windows in calls
+    ]
+    forward_tokens = sum(sum(lengths) for lengths in rows)
+    padded_tokens = sum(len(lengths) * max(lengths) for lengths in rows)
     engine_rate = tokens / engine_seconds
     raw_rate = tokens / raw_seconds
     return {
@@ -533,6 +538,7 @@ def measure_oom_split(critic: Any, spy: ScoreSpy, profile: Profile) -> dict[str,
             "batch_sizes": spy.batch_sizes(),
             "forced": spy.forced,
             "engine_batch_size_after": engine.batch_size,
+            "engine_stats": engine.stats(),
         }
     unforced, forced = runs["unforced"], runs["forced"]
     largest = max(unforced["batch_sizes"], default=0)
@@ -556,6 +562,7 @@ def measure_oom_split(critic: Any, spy: ScoreSpy, profile: Profile) -> dict[str,
         "exercised": largest > profile.oom_max_batch,
         "splits": forced["forced"],
         "engine_batch_size_after": forced["engine_batch_size_after"],
+        "engine_oom_splits": forced["engine_stats"]["oom_splits"],
         "nothing_lost": nothing_lost,
         "spans_equal": spans_equal,
         "max_prob_diff": max_prob_diff,

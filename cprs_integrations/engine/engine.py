@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-import queue
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from cprs_integrations.engine.inputs import check_query, check_texts
 from cprs_integrations.engine.options import CompressionOptions
 from cprs_integrations.engine.prompts import instruction_for
 from cprs_integrations.engine.result import CompressionResult, TokenScores
+from cprs_integrations.engine.scheduler import DEFAULT_MAX_WAIT_MS, BatchScheduler
 from cprs_integrations.engine.select import select as select_results
 from cprs_integrations.engine.windows import TokenizedText, boundary_token_starts, cut_windows, tokenize_with_offsets
 from cprs_integrations.models.base import PromptLayout, TokenCritic
@@ -43,9 +43,18 @@ class CPRSEngine:
     Args:
         critic: A loaded :class:`~cprs_integrations.models.base.TokenCritic`.
         window_tokens: Tokens per window, prefix included (default: the critic's).
-        batch_size: Windows per forward pass (default: the critic's); halves itself on CUDA out-of-memory.
-        replicas: Extra copies of the critic on other devices; windows are spread over all of them.
+        batch_size: At most this many windows per forward pass (default: the critic's). A CUDA out-of-memory
+            error splits that batch in halves and retries them; nothing else changes.
+        replicas: Extra copies of the critic on other devices; each gets batches as it frees up.
         max_input_tokens: Refuse calls with more critic tokens than this (the official limit by default).
+        max_batch_tokens: At most this many padded tokens (windows x longest, prefix included) per forward pass;
+            ``None``: ``batch_size`` alone limits.
+        max_wait_ms: How long a free device waits for a fuller batch when calls arrive together (default 2 ms).
+        max_queue_windows: Refuse a call (:class:`~cprs_integrations.engine.scheduler.QueueFullError`) that would
+            queue more windows than this; ``None``: unbounded.
+
+    Windows of all concurrent calls (threads, event loops) are batched together by one
+    :class:`~cprs_integrations.engine.scheduler.BatchScheduler` (fair across calls); :meth:`stats` counts what ran.
 
     Example:
         >>> from cprs_integrations import CPRSEngine
@@ -62,6 +71,9 @@ class CPRSEngine:
         batch_size: int | None = None,
         replicas: Sequence[TokenCritic] = (),
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        max_batch_tokens: int | None = None,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+        max_queue_windows: int | None = None,
     ):
         self.critic = critic
         self.window_tokens = _positive_int(
@@ -76,7 +88,15 @@ class CPRSEngine:
         self.batch_size = _positive_int("batch_size", critic.default_batch_size if batch_size is None else batch_size)
         self.max_input_tokens = _positive_int("max_input_tokens", max_input_tokens)
         self._workers = [critic, *replicas]
-        self._worker_locks = [threading.Lock() for _ in self._workers]
+        self.scheduler = BatchScheduler(
+            self._workers,
+            batch_size=self.batch_size,
+            max_batch_tokens=None if max_batch_tokens is None else _positive_int("max_batch_tokens", max_batch_tokens),
+            max_wait_ms=max_wait_ms,
+            max_queue_windows=(
+                None if max_queue_windows is None else _positive_int("max_queue_windows", max_queue_windows)
+            ),
+        )
 
     # ------------------------------------------------------------------------------------------- construction
 
@@ -96,6 +116,9 @@ class CPRSEngine:
         device_map: str | dict[str, Any] | None = None,
         devices: Sequence[str] | None = None,
         max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
+        max_batch_tokens: int | None = None,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+        max_queue_windows: int | None = None,
     ) -> CPRSEngine:
         """Load a critic and build an engine on it.
 
@@ -116,6 +139,7 @@ class CPRSEngine:
             devices: Several devices (e.g. ``["cuda:0", "cuda:1"]``): one replica per device, windows spread
                 over them. Exclusive with ``device`` and ``device_map``.
             max_input_tokens: Refuse calls above this many critic tokens.
+            max_batch_tokens, max_wait_ms, max_queue_windows: Batching across calls (see :class:`CPRSEngine`).
 
         Raises:
             ValueError: not a CPRS critic, unknown or unavailable device, bad option.
@@ -151,6 +175,9 @@ class CPRSEngine:
             batch_size=batch_size,
             replicas=replicas,
             max_input_tokens=max_input_tokens,
+            max_batch_tokens=max_batch_tokens,
+            max_wait_ms=max_wait_ms,
+            max_queue_windows=max_queue_windows,
         )
 
     @classmethod
@@ -191,6 +218,7 @@ class CPRSEngine:
         options: CompressionOptions | None = None,
         *,
         show_progress: bool | None = None,
+        timeout: float | None = None,
         **overrides: Any,
     ) -> list[CompressionResult]:
         """Compress ``texts`` for ``query``: one :class:`CompressionResult` per text, in input order.
@@ -201,6 +229,8 @@ class CPRSEngine:
             options: A :class:`~cprs_integrations.engine.options.CompressionOptions` (default: the defaults,
                 budget ``target_ratio=0.2`` at sentence granularity).
             show_progress: Show a tqdm bar; ``None`` shows it for calls of at least 256 windows.
+            timeout: Seconds to wait for scoring (queue included); ``None`` waits. On expiry the call's queued
+                windows are withdrawn and ``TimeoutError`` is raised.
             **overrides: Any option of :class:`CompressionOptions` by name (``granularity``, ``target_ratio``,
                 ``target_tokens``, ``per_text_budget``, ``score_threshold``, ``lexical_weight``, ...), applied
                 over ``options``; a new budget replaces the budget of ``options``.
@@ -211,6 +241,8 @@ class CPRSEngine:
         Raises:
             ValueError: empty query, an invalid option (the message names it), text too long.
             TypeError: ``texts`` is not a list of strings, or an unknown option name.
+            TimeoutError: ``timeout`` passed.
+            QueueFullError: the engine's queue is full (``max_queue_windows``).
 
         Example:
             >>> [r] = engine.compress("Where is the key?", [essay], target_ratio=0.05)  # doctest: +SKIP
@@ -221,10 +253,9 @@ class CPRSEngine:
         texts = check_texts(texts)
         query = check_query(query)
         options = CompressionOptions.build(options, **overrides)
-        scored, timings = self._score(query, texts, _instruction(options), show_progress)
-        results = select_results(scored, options)
-        total = time.perf_counter() - started
-        return [replace(r, timings={**timings, **r.timings, "total_s": total}) for r in results]
+        plan = self._plan(query, texts, _instruction(options))
+        probs = self._submit(plan, show_progress).result(timeout)
+        return self._finish(plan, probs, options, started)
 
     def select(
         self, scored: Sequence[TokenScores], options: CompressionOptions | None = None, **overrides: Any
@@ -242,10 +273,53 @@ class CPRSEngine:
         return select_results(list(scored), CompressionOptions.build(options, **overrides))
 
     async def acompress(
-        self, query: str, texts: Sequence[str], options: CompressionOptions | None = None, **overrides: Any
+        self,
+        query: str,
+        texts: Sequence[str],
+        options: CompressionOptions | None = None,
+        *,
+        show_progress: bool | None = None,
+        timeout: float | None = None,
+        **overrides: Any,
     ) -> list[CompressionResult]:
-        """:meth:`compress` in a worker thread, so the event loop is never blocked."""
-        return await asyncio.to_thread(self.compress, query, texts, options, **overrides)
+        """:meth:`compress` without blocking the event loop: tokenizing and selection run in worker threads, the
+        windows wait in the shared queue. Cancelling the task withdraws its queued windows."""
+        started = time.perf_counter()
+        texts = check_texts(texts)
+        query = check_query(query)
+        options = CompressionOptions.build(options, **overrides)
+        plan = await asyncio.to_thread(self._plan, query, texts, _instruction(options))
+        handle = self._submit(plan, show_progress)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by then
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        handle.add_done_callback(wake)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except (asyncio.TimeoutError, TimeoutError):  # distinct classes before Python 3.11
+            handle.cancel()
+            raise TimeoutError(
+                f"compression did not finish within timeout={timeout} s; its queued windows were withdrawn"
+            ) from None
+        except asyncio.CancelledError:
+            handle.cancel()
+            raise
+        probs = handle.result(0)
+        return await asyncio.to_thread(self._finish, plan, probs, options, started)
+
+    def stats(self) -> dict[str, float]:
+        """Cumulative counters of the engine's scheduler: ``requests``, ``windows``, ``batches``, ``tokens``,
+        ``padding_tokens``, ``oom_splits``, ``queue_wait_s`` (summed over windows) and ``queued_windows`` now.
+
+        Example:
+            >>> engine.stats()["batches"]  # doctest: +SKIP
+            12
+        """
+        return self.scheduler.stats()
 
     def score(
         self,
@@ -267,15 +341,13 @@ class CPRSEngine:
         texts = check_texts(texts)
         query = check_query(query)
         options = CompressionOptions.build(options, **overrides)
-        scored, _ = self._score(query, texts, _instruction(options), show_progress)
-        return scored
+        plan = self._plan(query, texts, _instruction(options))
+        return plan.gather(self._submit(plan, show_progress).result())
 
     # ------------------------------------------------------------------------------------------------- scoring
 
-    def _score(
-        self, query: str, texts: list[str], instruction: str, show_progress: bool | None
-    ) -> tuple[list[TokenScores], dict[str, float]]:
-        timings: dict[str, float] = {}
+    def _plan(self, query: str, texts: list[str], instruction: str) -> _Plan:
+        """Tokenize the texts and cut the windows of one call (no scoring)."""
         started = time.perf_counter()
         tokenized = tokenize_with_offsets(self.critic.tokenizer, texts)
         total_tokens = sum(len(t) for t in tokenized)
@@ -294,71 +366,31 @@ class CPRSEngine:
             sentence_starts = boundary_token_starts(tok.offsets, segment.sentence_spans(text)[:, 0])
             for start, end in cut_windows(len(tok), content_tokens, paragraph_starts, sentence_starts).tolist():
                 windows.append((i, start, end))
-        timings["tokenize_s"] = time.perf_counter() - started
-        scoring_started = time.perf_counter()
-        window_probs = self._score_windows(layout, tokenized, windows, show_progress)
-        timings["score_s"] = time.perf_counter() - scoring_started
-        timings["windows"] = float(len(windows))
-        timings["critic_tokens"] = float(total_tokens)
-        return _gather(query, texts, tokenized, windows, window_probs), timings
+        timings = {
+            "tokenize_s": time.perf_counter() - started,
+            "windows": float(len(windows)),
+            "critic_tokens": float(total_tokens),
+        }
+        return _Plan(query, texts, tokenized, layout, windows, timings)
 
-    def _score_windows(
-        self,
-        layout: PromptLayout,
-        tokenized: list[TokenizedText],
-        windows: list[tuple[int, int, int]],
-        show_progress: bool | None,
-    ) -> list[np.ndarray]:
-        """Score all windows in length-sorted batches, spread over the critic and its replicas."""
-        if not windows:
-            return []
-        order = sorted(range(len(windows)), key=lambda w: windows[w][2] - windows[w][1], reverse=True)
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        results: list[np.ndarray | None] = [None] * len(windows)
-        progress = _progress(len(windows), show_progress)
+    def _submit(self, plan: _Plan, show_progress: bool | None) -> Any:
+        """Queue the plan's windows on the shared scheduler; returns its handle."""
+        progress = _progress(len(plan.windows), show_progress)
+        rows = [(plan.layout, plan.tokenized[i].ids[s:e]) for i, s, e in plan.windows]
+        plan.timings["submitted_at"] = time.perf_counter()
+        handle = self.scheduler.submit(rows, progress.update if progress is not None else None)
+        if progress is not None:
+            handle.add_done_callback(progress.close)
+        return handle
 
-        def ids_of(w: int) -> np.ndarray:
-            text_index, start, end = windows[w]
-            return tokenized[text_index].ids[start:end]
-
-        def run(worker: int, batch: list[int]) -> None:
-            probs = self._score_with_oom_retry(worker, layout, [ids_of(w) for w in batch])
-            for w, p in zip(batch, probs):
-                results[w] = p
-            if progress is not None:
-                progress.update(len(batch))
-
-        try:
-            if len(self._workers) == 1:
-                for batch in batches:
-                    run(0, batch)
-            else:
-                _run_on_workers(len(self._workers), batches, run)
-        finally:
-            if progress is not None:
-                progress.close()
-        return [r if r is not None else np.zeros((0, 4), np.float32) for r in results]
-
-    def _score_with_oom_retry(self, worker: int, layout: PromptLayout, batch: list[np.ndarray]) -> list[np.ndarray]:
-        """Score a batch; on a CUDA out-of-memory error, halve it and retry (nothing is lost)."""
-        critic = self._workers[worker]
-        try:
-            with self._worker_locks[worker]:
-                return critic.score_windows(layout, batch)
-        except Exception as e:
-            if not _is_out_of_memory(e):
-                raise
-            if len(batch) == 1:
-                raise RuntimeError(
-                    "out of memory scoring a single window; use a smaller window_tokens or a lower-precision dtype"
-                ) from e
-            _free_cuda_cache()
-            half = len(batch) // 2
-            self.batch_size = max(1, min(self.batch_size, half))
-            logger.warning("cprs: out of memory with %d windows per batch, retrying with %d", len(batch), half)
-            return self._score_with_oom_retry(worker, layout, batch[:half]) + self._score_with_oom_retry(
-                worker, layout, batch[half:]
-            )
+    def _finish(
+        self, plan: _Plan, probs: list[np.ndarray], options: CompressionOptions, started: float
+    ) -> list[CompressionResult]:
+        timings = dict(plan.timings)
+        timings["score_s"] = time.perf_counter() - timings.pop("submitted_at")
+        results = select_results(plan.gather(probs), options)
+        total = time.perf_counter() - started
+        return [replace(r, timings={**timings, **r.timings, "total_s": total}) for r in results]
 
     def __repr__(self) -> str:
         return (
@@ -381,26 +413,31 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _gather(
-    query: str,
-    texts: list[str],
-    tokenized: list[TokenizedText],
-    windows: list[tuple[int, int, int]],
-    probs: list[np.ndarray],
-) -> list[TokenScores]:
-    """Concatenate window probabilities back into one array per text (windows are consecutive per text)."""
-    per_text: list[list[np.ndarray]] = [[] for _ in texts]
-    for (text_index, _, _), p in zip(windows, probs):
-        per_text[text_index].append(p)
-    return [
-        TokenScores(
-            text=text,
-            offsets=tok.offsets,
-            probs=np.concatenate(parts) if parts else np.zeros((0, 4), np.float32),
-            query=query,
-        )
-        for text, tok, parts in zip(texts, tokenized, per_text)
-    ]
+@dataclass
+class _Plan:
+    """One call, tokenized and windowed: what the scheduler scores and selection reads back."""
+
+    query: str
+    texts: list[str]
+    tokenized: list[TokenizedText]
+    layout: PromptLayout
+    windows: list[tuple[int, int, int]]
+    timings: dict[str, float]
+
+    def gather(self, probs: list[np.ndarray]) -> list[TokenScores]:
+        """Window probabilities back into one array per text (windows are consecutive per text)."""
+        per_text: list[list[np.ndarray]] = [[] for _ in self.texts]
+        for (text_index, _, _), p in zip(self.windows, probs):
+            per_text[text_index].append(p)
+        return [
+            TokenScores(
+                text=text,
+                offsets=tok.offsets,
+                probs=np.concatenate(parts) if parts else np.zeros((0, 4), np.float32),
+                query=self.query,
+            )
+            for text, tok, parts in zip(self.texts, self.tokenized, per_text)
+        ]
 
 
 def _progress(total: int, show: bool | None) -> Any:
@@ -409,51 +446,3 @@ def _progress(total: int, show: bool | None) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="cprs: scoring windows", unit="window")
-
-
-def _run_on_workers(n_workers: int, batches: list[list[int]], run: Callable[[int, list[int]], None]) -> None:
-    """One thread per critic replica, each pulling batches from a shared queue."""
-    pending: queue.Queue[list[int]] = queue.Queue()
-    for batch in batches:
-        pending.put(batch)
-    errors: list[BaseException] = []
-
-    def loop(worker: int) -> None:
-        while not errors:
-            try:
-                batch = pending.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                run(worker, batch)
-            except BaseException as e:  # re-raised in the caller's thread
-                errors.append(e)
-
-    threads = [threading.Thread(target=loop, args=(w,), daemon=True) for w in range(n_workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    try:
-        import torch
-
-        if isinstance(error, torch.OutOfMemoryError):
-            return True
-    except ImportError:
-        pass
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-
-
-def _free_cuda_cache() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass

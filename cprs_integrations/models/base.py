@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +72,30 @@ class TokenCritic(ABC):
         """
 
     @abstractmethod
-    def score_windows(self, layout: PromptLayout, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """Score one batch: for each window of ids, a ``(len(window), 4)`` float32 array of B/I/O/E probabilities."""
+    def score_windows(
+        self, layout: PromptLayout | Sequence[PromptLayout], windows: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Score one batch: for each window of ids, a ``(len(window), 4)`` float32 array of B/I/O/E probabilities.
+
+        ``layout`` is one layout for every window, or one per window (windows of different calls, each with its
+        own instruction and query, share a forward pass).
+        """
 
     def replicate(self, device: str) -> TokenCritic:
         """A copy of this critic on another device (for one replica per GPU). Subclasses may override."""
         clone = copy.copy(self)
         clone.model = copy.deepcopy(self.model).to(device)  # type: ignore[attr-defined]
         return clone
+
+
+def layouts_for(layout: PromptLayout | Sequence[PromptLayout], n_windows: int) -> list[PromptLayout]:
+    """One layout per window: ``layout`` repeated, or the given per-window layouts (checked for length)."""
+    if isinstance(layout, PromptLayout):
+        return [layout] * n_windows
+    layouts = list(layout)
+    if len(layouts) != n_windows:
+        raise ValueError(f"got {len(layouts)} layouts for {n_windows} windows; give one layout or one per window")
+    return layouts
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

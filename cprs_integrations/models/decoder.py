@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer, Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
-from cprs_integrations.models.base import TAGS, PromptLayout, TokenCritic, pad_batch, truncate_prefix
+from cprs_integrations.models.base import TAGS, PromptLayout, TokenCritic, layouts_for, pad_batch, truncate_prefix
 from cprs_integrations.models.devices import resolve_device
 from cprs_integrations.models.tokenization import raw_backend
 
@@ -340,10 +341,13 @@ class DecoderCritic(TokenCritic):
         )
         return PromptLayout(head=head, tail=())
 
-    def score_windows(self, layout: PromptLayout, windows: list[np.ndarray]) -> list[np.ndarray]:
+    def score_windows(
+        self, layout: PromptLayout | Sequence[PromptLayout], windows: list[np.ndarray]
+    ) -> list[np.ndarray]:
         if not windows:
             return []
-        sequences = [[*layout.head, *np.asarray(w).tolist(), *layout.tail] for w in windows]
+        layouts = layouts_for(layout, len(windows))
+        sequences = [[*lay.head, *np.asarray(w).tolist(), *lay.tail] for lay, w in zip(layouts, windows)]
         longest = max(len(s) for s in sequences)
         if longest > self.max_sequence_tokens:
             raise ValueError(
@@ -352,12 +356,15 @@ class DecoderCritic(TokenCritic):
             )
         ids, mask = pad_batch(sequences, self._pad)
         device = self.model.model.embed_tokens.weight.device
-        start = len(layout.head)
+        starts = [len(lay.head) for lay in layouts]
         with torch.inference_mode():
             logits = self.model(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
-            width = max(len(w) for w in windows)
-            probs = logits[:, start : start + width].float().softmax(dim=-1).cpu().numpy()
-        return [np.ascontiguousarray(probs[row, : len(w)]) for row, w in enumerate(windows)]
+            first, last = min(starts), max(s + len(w) for s, w in zip(starts, windows))
+            probs = logits[:, first:last].float().softmax(dim=-1).cpu().numpy()
+        return [
+            np.ascontiguousarray(probs[row, start - first : start - first + len(w)])
+            for row, (start, w) in enumerate(zip(starts, windows))
+        ]
 
 
 def _special_id(tokenizer: Any, token: str) -> int:

@@ -8,11 +8,12 @@ window. Saved in the standard Hugging Face layout of ``*ForTokenClassification``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from cprs_integrations.models.base import PromptLayout, TokenCritic, pad_batch, truncate_prefix
+from cprs_integrations.models.base import PromptLayout, TokenCritic, layouts_for, pad_batch, truncate_prefix
 from cprs_integrations.models.tokenization import raw_backend
 
 
@@ -80,29 +81,40 @@ class EncoderCritic(TokenCritic):
         head = (self._cls, *query_ids, self._sep, *instruction_ids, self._sep)
         return PromptLayout(head=head, tail=(self._sep,))
 
-    def batch_tensors(self, layout: PromptLayout, windows: list[np.ndarray]) -> dict[str, Any]:
-        """Model inputs for a batch of windows (shared by inference and training)."""
+    def batch_tensors(
+        self, layout: PromptLayout | Sequence[PromptLayout], windows: list[np.ndarray]
+    ) -> dict[str, Any]:
+        """Model inputs for a batch of windows, one layout or one per window (shared by inference and training)."""
         import torch
 
-        sequences = [[*layout.head, *w.tolist(), *layout.tail] for w in windows]
+        layouts = layouts_for(layout, len(windows))
+        sequences = [[*lay.head, *np.asarray(w).tolist(), *lay.tail] for lay, w in zip(layouts, windows)]
         ids, mask = pad_batch(sequences, self._pad)
         inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
         if self.uses_token_types:
             token_types = np.zeros_like(ids)
-            token_types[:, len(layout.head) :] = 1
+            for row, lay in enumerate(layouts):
+                token_types[row, len(lay.head) :] = 1
             inputs["token_type_ids"] = torch.from_numpy(token_types * mask)
         return inputs
 
-    def score_windows(self, layout: PromptLayout, windows: list[np.ndarray]) -> list[np.ndarray]:
+    def score_windows(
+        self, layout: PromptLayout | Sequence[PromptLayout], windows: list[np.ndarray]
+    ) -> list[np.ndarray]:
         import torch
 
+        if not windows:
+            return []
+        layouts = layouts_for(layout, len(windows))
         device = self.device
-        inputs = {k: v.to(device) for k, v in self.batch_tensors(layout, windows).items()}
+        inputs = {k: v.to(device) for k, v in self.batch_tensors(layouts, windows).items()}
         with torch.inference_mode():
             logits = self.model(**inputs).logits
             probs = logits.float().softmax(dim=-1).cpu().numpy()
-        start = len(layout.head)
-        return [probs[row, start : start + len(w)] for row, w in enumerate(windows)]
+        return [
+            np.ascontiguousarray(probs[row, len(lay.head) : len(lay.head) + len(w)])
+            for row, (lay, w) in enumerate(zip(layouts, windows))
+        ]
 
 
 def _required_id(tokenizer: Any, attribute: str) -> int:

@@ -81,9 +81,14 @@ def test_concurrency(tiny_run: tuple[dict[str, Any], str]) -> None:
     c = tiny_run[0]["stages"]["concurrency"]
     assert c["requests"] == 16
     assert c["equal"] is True and c["mismatched_requests"] == []
-    assert c["max_span_score_diff"] == 0.0
+    assert c["max_span_score_diff"] <= 1e-4  # windows of other requests in the same forward pass: rounding only
     assert _positive(c["speedup"]) and _positive(c["serial_seconds"]) and _positive(c["concurrent_seconds"])
-    assert c["serial_batch_sizes"] == c["concurrent_batch_sizes"]
+    # The same windows, in no more forward passes: concurrent requests share batches.
+    def windows(sizes: dict[str, int]) -> int:
+        return sum(int(size) * count for size, count in sizes.items())
+
+    assert windows(c["serial_batch_sizes"]) == windows(c["concurrent_batch_sizes"])
+    assert sum(c["concurrent_batch_sizes"].values()) <= sum(c["serial_batch_sizes"].values())
 
 
 def test_oom_split(tiny_run: tuple[dict[str, Any], str]) -> None:
@@ -94,7 +99,8 @@ def test_oom_split(tiny_run: tuple[dict[str, Any], str]) -> None:
     assert max(int(size) for size in o["unforced_batch_sizes"]) > 1
     assert o["nothing_lost"] is True and o["spans_equal"] is True and o["equal"] is True
     assert math.isfinite(o["max_prob_diff"]) and o["max_prob_diff"] <= o["tolerance"]
-    assert o["engine_batch_size_after"] == 1
+    # Only the failing batches were split: the engine's batch size is unchanged, the splits are counted.
+    assert o["engine_batch_size_after"] > 1 and o["engine_oom_splits"] == o["splits"]
 
 
 def test_precision(tiny_run: tuple[dict[str, Any], str]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from cprs_integrations.models.base import PromptLayout, TokenCritic, truncate_prefix
+from cprs_integrations.models.base import PromptLayout, TokenCritic, layouts_for, truncate_prefix
 from cprs_integrations.models.tokenization import raw_backend
 
 
@@ -36,13 +36,13 @@ class KeywordCritic(TokenCritic):
         query_ids, instruction_ids = truncate_prefix(query_ids, instruction_ids, max_prefix_tokens - 3)
         return PromptLayout(head=(101, *query_ids, 102, *instruction_ids, 102), tail=(102,))
 
-    def score_windows(self, layout: PromptLayout, windows: list[np.ndarray]) -> list[np.ndarray]:
+    def score_windows(self, layout: Any, windows: list[np.ndarray]) -> list[np.ndarray]:
         if self.fail_above is not None and len(windows) > self.fail_above:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
         self.batches.append(len(windows))
-        query = set(layout.head[1 : layout.head.index(102)])
         out = []
-        for window in windows:
+        for lay, window in zip(layouts_for(layout, len(windows)), windows):
+            query = set(lay.head[1 : lay.head.index(102)])
             keep = np.where(np.isin(window, list(query)), 0.9, 0.05)
             probs = np.zeros((len(window), 4), dtype=np.float32)
             probs[:, 0] = keep * 0.3  # B

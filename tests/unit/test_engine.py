@@ -151,7 +151,9 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(minilm_tokenizer):
     expected = reference.compress("zebra", texts, target_ratio=0.3)
     got = flaky.compress("zebra", texts, target_ratio=0.3)
     assert [r.text for r in got] == [r.text for r in expected]
-    assert max(flaky_critic.batches) <= 2 and flaky.batch_size <= 2
+    assert max(flaky_critic.batches) <= 2
+    # Only the failing batch is split: the engine's batch size (everyone else's) is unchanged.
+    assert flaky.batch_size == 8 and flaky.stats()["oom_splits"] > 0
 
 
 def test_out_of_memory_on_a_single_window_is_a_clear_error(minilm_tokenizer):
