@@ -1,12 +1,27 @@
-"""Unit boundaries as character offsets: words, sentences, paragraphs, chunks.
+"""Unit boundaries as character offsets: words, clauses, sentences, paragraphs, chunks; Markdown headings.
 
-Every function returns an ``int64`` array of shape ``(n, 2)`` with ``[start, end)`` character offsets into the
-text, sorted, non-overlapping, each unit stripped of surrounding whitespace. Units never contain a position that
-belongs to another unit, and every non-whitespace character of the text lies in exactly one unit (for
-:func:`sentence_spans`, :func:`paragraph_spans` and :func:`word_spans`), so selections built from them are exact
-slices of the input.
+Every span function returns an ``int64`` array of shape ``(n, 2)`` with ``[start, end)`` character (code point)
+offsets into the text, sorted and disjoint, each unit stripped of surrounding whitespace, and every non-whitespace
+character of the text (or of the requested range) lies in exactly one unit, so selections built from them are exact
+slices of the input. Every offset is a grapheme-cluster boundary (a combining mark, an emoji ZWJ sequence, a flag
+or a skin-tone modifier is never split; a whitespace character that carries a combining mark counts as part of the
+unit). CRLF, CR and LF line endings give the same units.
 
-Pure Python + numpy; no torch.
+Where the boundaries come from:
+
+- Sentences and words: ICU break iterators (``icu4py``, see :mod:`cprs_integrations.engine.icu_breaks`): sentence
+  terminators of all scripts, numbers and CLDR abbreviations, dictionary-based words for Chinese, Japanese, Thai,
+  Lao, Khmer and Burmese. A short list of abbreviations ICU lacks ("Dr.", "Fig. 2", "vol. 12" ...) is added here.
+- Lines: in a block of text without sentence punctuation (a transcript, a log, a list) each line is a unit; in
+  prose, a line break followed by a lower-case letter continues the sentence (hard-wrapped text).
+- Markdown (only when the text looks like Markdown; see :mod:`cprs_integrations.engine.markdown_units`): headings,
+  list items, table rows and code lines are units of their own; links, images and inline code are never split.
+- Length: a sentence costing more than ``MAX_SENTENCE_CHARS`` (ASCII counts 1, other characters 3) is cut at clause
+  marks (``, ; :`` and ``，、；：،؛``), then at words, then by length.
+
+Finer units inside one unit, for selection's fallbacks: :func:`clause_spans` and :func:`word_spans` accept a
+``start``/``end`` range. :func:`heading_spans`, :func:`markdown_headings` and :func:`heading_of` expose the
+Markdown heading structure so a selection can keep a heading with what follows it.
 
 Example:
     >>> sentence_spans("One. Two! three?\\nFour").tolist()
@@ -15,74 +30,376 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import NamedTuple
 
 import numpy as np
+import regex
 
-# A sentence ends after . ! ? … (plus closing quotes / brackets) followed by whitespace and a character that is not
-# a lower-case ASCII letter (so "e.g. the" does not split), unless the period ends an initial ("C. Robert") or a
-# common title abbreviation ("Dr. Who"); after CJK full stops; at a line break unless the next line starts in lower
-# case (hard-wrapped text keeps its sentences whole; a title line stays apart from the sentence after it).
-_NOT_AN_ABBREVIATION = r"(?<!\b[A-Z])(?<!\bMr)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\bJr)(?<!\bSr)(?<!\bMrs)(?<!\bvs)(?<!\bNo)"
-_SENTENCE_BREAK = re.compile(
-    _NOT_AN_ABBREVIATION + r"""[.!?…]+['"”’)\]]*\s+(?=[^\sa-z])"""
-    r"""|[。！？]+['"”’」』)]*\s*"""
-    r"""|\s*\n\s*(?![a-z])"""
+from cprs_integrations.engine import icu_breaks
+from cprs_integrations.engine.markdown_units import (
+    MarkdownLayout,
+    empty_layout,
+    looks_like_markdown,
+    markdown_layout,
 )
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+from cprs_integrations.engine.textview import (
+    LOWER,
+    NO_SPACE_SCRIPT,
+    OPENING,
+    WORD,
+    TextView,
+    empty_spans,
+    inside,
+    view_of,
+)
+
+__all__ = [
+    "MAX_SENTENCE_CHARS",
+    "Headings",
+    "chunk_spans",
+    "clause_spans",
+    "collapse_whitespace",
+    "heading_of",
+    "heading_spans",
+    "looks_like_markdown",
+    "markdown_headings",
+    "paragraph_spans",
+    "sentence_spans",
+    "units_for",
+    "word_spans",
+]
+
+#: A sentence costing more than this (ASCII characters count 1, others 3: about 300 tokens in any script) is cut
+#: at clause marks, then at words, then by length, so that no unit is too big to select.
+MAX_SENTENCE_CHARS = 1200
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\f\v]*\n\s*")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
-_WORD = re.compile(r"\S+")
 _WHITESPACE_RUN = re.compile(r"\s+")
 
-#: Sentences longer than this many characters are split at whitespace so that no unit is too big to select.
-MAX_SENTENCE_CHARS = 2000
+_STOPS = "。！？｡।॥؟۔։።፧፨။។៕᠃᠉⸮︒﹒﹖﹗．？！"  # sentence terminators that need no space after them
+_CLOSERS = "\"'”’)\\]»›」』）"
+# Sentence punctuation: a block of lines without any is a list of lines, not wrapped prose.
+_TERMINAL = regex.compile(rf"[.!?…‼‽⁇⁈⁉][{_CLOSERS}]*(?=\s|\Z)|[{_STOPS}]")
+# A line break inside wrapped prose: the line before does not end a sentence, the next starts in lower case.
+_JOINABLE_NEWLINE = regex.compile(
+    rf"(?<=\S[^\S\n]*)(?<![.!?…‼‽{_STOPS}][{_CLOSERS}]*[^\S\n]*)\n(?=[^\S\n]*(?:>[^\S\n]*)*\p{{Ll}})"
+)
+# Abbreviations that ICU's CLDR list lacks: titles and Latin shorthands never end a sentence; reference words and
+# months do not when a number (or Roman numeral) follows; nor does a single capital initial ("C. Robert").
+_TITLES = (
+    "Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Jr|St|Mt|Ft|Gen|Gov|Sen|Rep|Rev|Hon|Capt|Col|Lt|Sgt|Cpl|Maj|Adm|Cmdr|Insp|Supt|Pres"
+    "|Messrs|Mme|Mlle|approx|ca|cf|vs|viz|e\\.g|i\\.e|resp|incl|esp|Fr|Bros"
+)
+_NUMBERED = (
+    "Fig|Figs|Eq|Eqs|Tab|Vol|Vols|No|Nos|Nr|pp|p|ch|chap|sec|art|para|Ref|Refs|ed|eds"
+    "|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
+)
+_ABBREVIATION = regex.compile(rf"(?<![\w.\-])(?:(?i:{_TITLES})|(?!I\.)\p{{Lu}})\.\Z")  # "than I." ends one
+_NUMBERED_ABBREVIATION = regex.compile(rf"(?<![\w.\-])(?i:{_NUMBERED})\.\Z")
+_NUMBER_NEXT = regex.compile(r"\d|[IVXLC]+\b")
+_CLAUSE = regex.compile(rf"[,;:][{_CLOSERS}]*(?=\s)|[，、；：﹐﹑﹔﹕､،؛፣፤][{_CLOSERS}]*")
 
 
-def _empty() -> np.ndarray:
-    return np.zeros((0, 2), dtype=np.int64)
+def _layout(view: TextView) -> MarkdownLayout:
+    return _layout_of(view.text)
 
 
-def _pieces_between(text: str, cuts: list[int]) -> np.ndarray:
-    """Spans between consecutive cut positions, with whitespace stripped; empty pieces dropped."""
-    spans: list[tuple[int, int]] = []
-    bounds = [0, *cuts, len(text)]
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        piece = text[start:end]
-        stripped_left = len(piece) - len(piece.lstrip())
-        stripped_right = len(piece) - len(piece.rstrip())
-        s, e = start + stripped_left, end - stripped_right
-        if e > s:
-            spans.append((s, e))
-    return np.asarray(spans, dtype=np.int64).reshape(-1, 2) if spans else _empty()
+@functools.lru_cache(maxsize=4)
+def _layout_of(text: str) -> MarkdownLayout:
+    norm = view_of(text).norm
+    return markdown_layout(norm) if looks_like_markdown(norm) else empty_layout()
 
 
-def _split_long(text: str, spans: np.ndarray, max_chars: int) -> np.ndarray:
-    """Split spans longer than ``max_chars`` at the last whitespace before the limit (or hard, if none)."""
-    if len(spans) == 0 or int((spans[:, 1] - spans[:, 0]).max()) <= max_chars:
+def _as_range(view: TextView, start: int, end: int | None) -> tuple[int, int]:
+    end = view.n if end is None else min(int(end), view.n)
+    return max(0, int(start)), end
+
+
+def _merge_where(spans: np.ndarray, join_next: np.ndarray) -> np.ndarray:
+    """Merge span ``i`` with span ``i + 1`` wherever ``join_next[i]`` (``(m - 1,)`` bool)."""
+    if len(spans) < 2 or not join_next.any():
         return spans
+    new_group = np.concatenate([[True], ~join_next])
+    last_of_group = np.concatenate([np.flatnonzero(new_group)[1:] - 1, [len(spans) - 1]])
+    return np.stack([spans[new_group, 0], spans[last_of_group, 1]], axis=1).astype(np.int64)
+
+
+def _join_protected(spans: np.ndarray, protected: np.ndarray) -> np.ndarray:
+    """Merge neighbouring spans whose boundary lies inside a protected range (a link, image, code span)."""
+    if len(spans) < 2 or len(protected) == 0:
+        return spans
+    next_start, end = spans[1:, 0], spans[:-1, 1]
+    idx = np.searchsorted(protected[:, 0], next_start, side="left") - 1
+    ok = idx >= 0
+    idx = np.maximum(idx, 0)
+    return _merge_where(spans, ok & (protected[idx, 1] > end))
+
+
+# ----- words and clauses -----
+
+
+def _no_space_cuts(view: TextView, runs: np.ndarray, start: int, end: int) -> np.ndarray:
+    """ICU word boundaries inside whitespace-free runs that contain Chinese, Japanese, Thai ... characters.
+
+    Punctuation stays with the word before it, opening brackets and quotes with the word after it.
+    """
+    no_space = (view.bits_between(start, end) & NO_SPACE_SCRIPT) != 0
+    if not no_space.any():
+        return np.zeros(0, dtype=np.int64)
+    flagged = runs[np.add.reduceat(no_space, runs[:, 0] - start) > 0]
+    # One ICU call per region of nearby flagged runs.
+    gaps = flagged[1:, 0] - flagged[:-1, 1]
+    region_starts = np.concatenate([[0], np.flatnonzero(gaps > 200) + 1])
+    region_ends = np.concatenate([region_starts[1:] - 1, [len(flagged) - 1]])
+    breaks = []
+    for first, last in zip(region_starts.tolist(), region_ends.tolist()):
+        a, b = int(flagged[first, 0]), int(flagged[last, 1])
+        breaks.append(icu_breaks.word_breaks(view.text[a:b], view.codepoints[a:b]) + a)
+    cuts = np.concatenate(breaks)
+    cuts = cuts[inside(cuts, flagged)]
+    if len(cuts) == 0:
+        return cuts
+    left, right = view.bits_at(cuts - 1), view.bits_at(cuts)
+    keep = (((left | right) & NO_SPACE_SCRIPT) != 0) & ((left & OPENING) == 0) & ((right & (WORD | OPENING)) != 0)
+    return cuts[keep]
+
+
+def _words(view: TextView, start: int, end: int, protected: np.ndarray) -> np.ndarray:
+    runs = view.word_runs(start, end)
+    if len(runs) and view.any_bits & NO_SPACE_SCRIPT:
+        cuts = _no_space_cuts(view, runs, start, end)
+        if len(cuts):
+            runs = np.stack(
+                [np.sort(np.concatenate([runs[:, 0], cuts])), np.sort(np.concatenate([runs[:, 1], cuts]))], axis=1
+            )
+    return _join_protected(runs, protected)
+
+
+def word_spans(text: str, start: int = 0, end: int | None = None) -> np.ndarray:
+    """Words: whitespace-separated, and ICU's dictionary words in scripts written without spaces.
+
+    Punctuation stays attached to its word ("Hello," is one word). In Markdown, a link, image or code span is one
+    word. Used for keyword ("token") granularity, and inside one unit as selection's finest fallback.
+
+    Args:
+        text: The text.
+        start: Only words inside ``text[start:end]`` (offsets still refer to ``text``).
+        end: Range end (default: end of text).
+
+    Returns:
+        ``(n, 2)`` int64 ``[start, end)`` offsets.
+
+    Example:
+        >>> word_spans(" to be ").tolist()
+        [[1, 3], [4, 6]]
+        >>> t = "我们今天去北京。"
+        >>> [t[s:e] for s, e in word_spans(t)]
+        ['我们', '今天', '去', '北京。']
+    """
+    view = view_of(text)
+    start, end = _as_range(view, start, end)
+    if end <= start:
+        return empty_spans()
+    return view.snap(_words(view, start, end, _layout(view).protected))
+
+
+def _clauses(view: TextView, start: int, end: int, protected: np.ndarray) -> np.ndarray:
+    cuts = np.fromiter((m.end() for m in _CLAUSE.finditer(view.norm, start, end)), dtype=np.int64)
+    if len(protected):
+        cuts = cuts[~inside(cuts, protected)]
+    return view.strip_pieces(cuts, start, end)
+
+
+def clause_spans(text: str, start: int = 0, end: int | None = None) -> np.ndarray:
+    """Clauses inside ``text[start:end]``: pieces ending at ``, ; :`` (before a space) or at ``，、；：،؛``.
+
+    A finer unit than a sentence, for selection's fallback when the best sentence does not fit the budget.
+    Markdown links, images and code spans are never split.
+
+    Args:
+        text: The text.
+        start: Range start (e.g. a sentence's start).
+        end: Range end (default: end of text).
+
+    Returns:
+        ``(n, 2)`` int64 offsets into ``text``, covering every non-whitespace character of the range.
+
+    Example:
+        >>> t = "First, we wait; then, at 12:30, we go."
+        >>> [t[s:e] for s, e in clause_spans(t)]
+        ['First,', 'we wait;', 'then,', 'at 12:30,', 'we go.']
+    """
+    view = view_of(text)
+    start, end = _as_range(view, start, end)
+    if end <= start:
+        return empty_spans()
+    return view.snap(_clauses(view, start, end, _layout(view).protected))
+
+
+# ----- long units -----
+
+
+def _pack(prefix: np.ndarray, pieces: list[tuple[int, int]], max_cost: int) -> list[tuple[int, int]]:
+    """Greedily group consecutive pieces while a group's cost stays within ``max_cost``."""
     out: list[tuple[int, int]] = []
-    for s, e in spans.tolist():
-        while e - s > max_chars:
-            cut = text.rfind(" ", s + max_chars // 2, s + max_chars)
-            cut = cut if cut > s else s + max_chars
-            piece_end = cut
-            while piece_end > s and text[piece_end - 1].isspace():
-                piece_end -= 1
-            out.append((s, piece_end))
-            s = cut
-            while s < e and text[s].isspace():
-                s += 1
-        if e > s:
-            out.append((s, e))
-    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+    group_start, group_end = pieces[0]
+    for a, b in pieces[1:]:
+        if prefix[b] - prefix[group_start] <= max_cost:
+            group_end = b
+        else:
+            out.append((group_start, group_end))
+            group_start, group_end = a, b
+    out.append((group_start, group_end))
+    return out
+
+
+def _hard_cut(view: TextView, start: int, end: int, max_cost: int) -> list[tuple[int, int]]:
+    """Cut ``[start, end)`` by cost alone, at grapheme-cluster boundaries."""
+    prefix = view.cost_prefix
+    cuts = []
+    a = start
+    while prefix[end] - prefix[a] > max_cost:
+        x = max(int(np.searchsorted(prefix, int(prefix[a]) + max_cost, side="right")) - 1, a + 1)
+        lo, hi = view.cluster_around(x)
+        if lo != hi:
+            x = lo if lo > a else hi
+        cuts.append(x)
+        a = x
+    return [tuple(s) for s in view.strip_pieces(np.asarray(cuts, dtype=np.int64), start, end).tolist()]
+
+
+def _split_one(view: TextView, start: int, end: int, max_cost: int, protected: np.ndarray, level: int) -> list:
+    prefix = view.cost_prefix
+    if prefix[end] - prefix[start] <= max_cost:
+        return [(start, end)]
+    if level >= 2:
+        return _hard_cut(view, start, end, max_cost)
+    finer = _clauses if level == 0 else _words
+    subs = finer(view, start, end, protected).tolist()
+    if len(subs) <= 1:
+        return _split_one(view, start, end, max_cost, protected, level + 1)
+    pieces: list[tuple[int, int]] = []
+    for a, b in subs:
+        pieces.extend(_split_one(view, a, b, max_cost, protected, level + 1))
+    return _pack(prefix, pieces, max_cost)
+
+
+def _split_long(view: TextView, spans: np.ndarray, max_cost: int, protected: np.ndarray) -> np.ndarray:
+    """Cut units costing more than ``max_cost`` at clauses, then words, then by length."""
+    if len(spans) == 0:
+        return spans
+    candidates = np.flatnonzero((spans[:, 1] - spans[:, 0]) * 3 > max_cost)  # cost <= 3 x length
+    if len(candidates) == 0:
+        return spans
+    over = candidates[view.costs(spans[candidates]) > max_cost]
+    if len(over) == 0:
+        return spans
+    parts = []
+    previous = 0
+    for i in over.tolist():
+        parts.append(spans[previous:i])
+        s, e = spans[i].tolist()
+        parts.append(np.asarray(_split_one(view, s, e, max_cost, protected, 0), dtype=np.int64).reshape(-1, 2))
+        previous = i + 1
+    parts.append(spans[previous:])
+    return np.concatenate(parts).astype(np.int64)
+
+
+# ----- sentences -----
+
+
+def _atomic(view: TextView, layout: MarkdownLayout, max_cost: int) -> np.ndarray:
+    """``(m,)`` bool: which Markdown segments are single units (a list item too long for one is split instead)."""
+    atomic = layout.atomic.copy()
+    items = np.flatnonzero(layout.list_item)
+    if len(items):
+        atomic[items[view.costs(layout.segments[items]) > max_cost]] = False
+    return atomic
+
+
+def _blocks(view: TextView, layout: MarkdownLayout, atomic: np.ndarray) -> np.ndarray:
+    """Blocks for the prose-or-lines decision: Markdown prose segments, else blank-line paragraphs."""
+    if len(layout.segments):
+        return layout.segments[~atomic]
+    bounds = [0, *(m.start() for m in _PARAGRAPH_BREAK.finditer(view.norm)), view.n]
+    return np.stack([bounds[:-1], bounds[1:]], axis=1).astype(np.int64)
+
+
+def _joinable_newlines(view: TextView, layout: MarkdownLayout, atomic: np.ndarray) -> np.ndarray:
+    """Line breaks inside wrapped prose (see :data:`_JOINABLE_NEWLINE`) in blocks that have sentence punctuation."""
+    norm = view.norm
+    candidates = np.fromiter((m.start() for m in _JOINABLE_NEWLINE.finditer(norm)), dtype=np.int64)
+    if len(candidates) == 0:
+        return candidates
+    blocks = _blocks(view, layout, atomic)
+    if len(blocks) == 0:
+        return np.zeros(0, dtype=np.int64)
+    terminals = np.fromiter((m.start() for m in _TERMINAL.finditer(norm)), dtype=np.int64)
+    has_terminal = np.searchsorted(terminals, blocks[:, 1]) > np.searchsorted(terminals, blocks[:, 0])
+    block = np.searchsorted(blocks[:, 0], candidates, side="right") - 1
+    ok = (block >= 0) & inside(candidates, blocks)
+    ok[ok] &= has_terminal[block[ok]]
+    return candidates[ok]
+
+
+def _false_break(icu_text: str, cut: int, lower_next: bool) -> bool:
+    """Whether ICU's sentence break at ``cut`` is after an abbreviation or before a lower-case continuation."""
+    j = cut
+    while j > 0 and icu_text[j - 1].isspace():
+        j -= 1
+    newlines = icu_text.count("\n", j, cut)
+    if newlines == 0 and lower_next:
+        return True
+    if newlines > 1 or j == 0 or icu_text[j - 1] != ".":
+        return False
+    window = max(0, j - 24)
+    if _ABBREVIATION.search(icu_text, window, j):
+        return True
+    return bool(_NUMBERED_ABBREVIATION.search(icu_text, window, j) and _NUMBER_NEXT.match(icu_text, cut))
+
+
+def _sentence_cuts(view: TextView, layout: MarkdownLayout, max_cost: int) -> np.ndarray:
+    norm = view.norm
+    atomic = _atomic(view, layout, max_cost)
+    joins = _joinable_newlines(view, layout, atomic).tolist()
+    if joins:
+        pieces, previous = [], 0
+        for p in joins:
+            pieces.append(norm[previous:p])
+            previous = p + 1
+        pieces.append(norm[previous:])
+        icu_text = " ".join(pieces)
+    else:
+        icu_text = norm
+    cuts = icu_breaks.sentence_breaks(icu_text, view.codepoints)
+    lower_next = ((view.bits_at(cuts) & LOWER) != 0).tolist()
+    false = [_false_break(icu_text, c, low) for c, low in zip(cuts.tolist(), lower_next)]
+    cuts = cuts[~np.asarray(false, dtype=bool)] if false else cuts
+    if len(layout.segments):
+        cuts = cuts[~inside(cuts, layout.segments[atomic]) & ~inside(cuts, layout.protected)]
+        cuts = np.union1d(cuts, layout.segments.reshape(-1))
+    return cuts
+
+
+@functools.lru_cache(maxsize=4)
+def _sentences(text: str, max_chars: int) -> np.ndarray:
+    view = view_of(text)
+    layout = _layout(view)
+    spans = view.strip_pieces(_sentence_cuts(view, layout, max_chars))
+    spans = _split_long(view, spans, max_chars, layout.protected)
+    return view.snap(spans)
 
 
 def sentence_spans(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> np.ndarray:
-    """Sentence boundaries (a line break ends a sentence unless the next line starts in lower case).
+    """Sentences (ICU), lines of unpunctuated blocks, Markdown block units; long ones cut (see module docstring).
 
     Args:
         text: Any string.
-        max_chars: Sentences longer than this are split at whitespace.
+        max_chars: Sentences costing more than this (ASCII characters 1, others 3) are cut at clause marks, then
+            at words, then by length.
 
     Returns:
         ``(n, 2)`` int64 array of ``[start, end)`` offsets.
@@ -90,31 +407,34 @@ def sentence_spans(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> np.ndarray
     Example:
         >>> sentence_spans("Dr. Who came. He left.").tolist()
         [[0, 13], [14, 22]]
+        >>> t = "राम घर गया। सीता आई।"
+        >>> [t[s:e] for s, e in sentence_spans(t)]
+        ['राम घर गया।', 'सीता आई।']
     """
-    cuts = [m.end() for m in _SENTENCE_BREAK.finditer(text)]
-    return _split_long(text, _pieces_between(text, cuts), max_chars)
+    return _sentences(text, int(max_chars)).copy()
+
+
+# ----- paragraphs, chunks -----
 
 
 def paragraph_spans(text: str) -> np.ndarray:
     """Paragraphs are separated by blank lines; a text without any blank line uses its lines as paragraphs.
 
+    In Markdown, a heading is a paragraph of its own and a code block, HTML block or table is never split.
+
     Example:
         >>> paragraph_spans("A a.\\nA b.\\n\\nB a.").tolist()
         [[0, 9], [11, 15]]
     """
-    pattern = _PARAGRAPH_BREAK if _PARAGRAPH_BREAK.search(text) else _LINE_BREAK
-    return _pieces_between(text, [m.end() for m in pattern.finditer(text)])
-
-
-def word_spans(text: str) -> np.ndarray:
-    """Whitespace-separated words (the units of keyword granularity).
-
-    Example:
-        >>> word_spans(" to be ").tolist()
-        [[1, 3], [4, 6]]
-    """
-    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
-    return np.asarray(spans, dtype=np.int64).reshape(-1, 2) if spans else _empty()
+    view = view_of(text)
+    norm = view.norm
+    pattern = _PARAGRAPH_BREAK if _PARAGRAPH_BREAK.search(norm) else _LINE_BREAK
+    cuts = np.fromiter((m.end() for m in pattern.finditer(norm)), dtype=np.int64)
+    layout = _layout(view)
+    if len(layout.segments):
+        cuts = cuts[~inside(cuts, layout.keep_together)]
+        cuts = np.union1d(cuts, layout.headings.reshape(-1))
+    return view.snap(view.strip_pieces(cuts))
 
 
 def chunk_spans(
@@ -141,7 +461,7 @@ def chunk_spans(
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     sents = sentence_spans(text) if sentences is None else sentences
     if len(sents) == 0:
-        return _empty()
+        return empty_spans()
     paragraph_of = np.searchsorted(paragraph_spans(text)[:, 0], sents[:, 0], side="right")
     token_starts = token_offsets[:, 0] if len(token_offsets) else np.zeros(0, dtype=np.int64)
     first = np.searchsorted(token_starts, sents[:, 0], side="left")
@@ -174,19 +494,77 @@ def units_for(granularity: str, text: str, token_offsets: np.ndarray, chunk_toke
     raise ValueError(f"unknown granularity {granularity!r}; expected one of 'token', 'sentence', 'paragraph', 'chunk'")
 
 
+# ----- headings -----
+
+
+class Headings(NamedTuple):
+    """Markdown headings of a text.
+
+    Attributes:
+        spans: ``(h, 2)`` int64 ``[start, end)`` of each heading line (a setext heading includes its underline),
+            stripped; each is also one unit of :func:`sentence_spans`.
+        levels: ``(h,)`` int64 heading levels, 1 (``#``) to 6.
+        parents: ``(h,)`` int64 index of the enclosing heading (the nearest earlier one of a smaller level), or -1.
+    """
+
+    spans: np.ndarray
+    levels: np.ndarray
+    parents: np.ndarray
+
+
+def markdown_headings(text: str) -> Headings:
+    """The Markdown headings of ``text`` (none unless the text looks like Markdown).
+
+    Example:
+        >>> h = markdown_headings("# A\\n\\nText.\\n\\n## B\\n\\nMore.")
+        >>> h.spans.tolist(), h.levels.tolist(), h.parents.tolist()
+        ([[0, 3], [12, 16]], [1, 2], [-1, 0])
+    """
+    view = view_of(text)
+    layout = _layout(view)
+    spans = view.strip_spans(layout.headings) if len(layout.headings) else empty_spans()
+    levels = layout.heading_levels if len(spans) == len(layout.heading_levels) else np.ones(len(spans), np.int64)
+    parents = np.full(len(spans), -1, dtype=np.int64)
+    stack: list[int] = []
+    for i, level in enumerate(levels.tolist()):
+        while stack and levels[stack[-1]] >= level:
+            stack.pop()
+        parents[i] = stack[-1] if stack else -1
+        stack.append(i)
+    return Headings(spans=spans, levels=levels.astype(np.int64), parents=parents)
+
+
+def heading_spans(text: str) -> np.ndarray:
+    """``(h, 2)`` int64 spans of the Markdown headings of ``text`` (see :func:`markdown_headings`)."""
+    return markdown_headings(text).spans
+
+
+def heading_of(text: str, units: np.ndarray) -> np.ndarray:
+    """For each unit, the index (into :func:`heading_spans`) of the heading of the section it lies in.
+
+    The section of a heading runs from it to the next heading of any level; a heading unit maps to itself; a unit
+    before the first heading (or in a text without headings) maps to -1. Follow :attr:`Headings.parents` for the
+    enclosing headings.
+
+    Args:
+        text: The text.
+        units: ``(n, 2)`` spans (any granularity).
+
+    Returns:
+        ``(n,)`` int64.
+
+    Example:
+        >>> t = "# A\\n\\nOne. Two.\\n\\n## B\\n\\nThree."
+        >>> heading_of(t, sentence_spans(t)).tolist()
+        [0, 0, 0, 1, 1]
+    """
+    spans = heading_spans(text)
+    units = np.asarray(units, dtype=np.int64).reshape(-1, 2)
+    if len(spans) == 0:
+        return np.full(len(units), -1, dtype=np.int64)
+    return (np.searchsorted(spans[:, 0], units[:, 0], side="right") - 1).astype(np.int64)
+
+
 def collapse_whitespace(text: str) -> str:
     """Whitespace runs collapsed to one space (for display only)."""
     return _WHITESPACE_RUN.sub(" ", text).strip()
-
-
-_CLAUSE_BREAK = re.compile(r"[,;:，；：、،؛]+\s*")
-
-
-def clause_spans(text: str) -> np.ndarray:
-    """Clauses: pieces of ``text`` cut after commas, semicolons and colons (Latin, CJK and Arabic forms).
-
-    Example:
-        >>> clause_spans("First, a pause; then: the end").tolist()
-        [[0, 6], [7, 15], [16, 21], [22, 29]]
-    """
-    return _pieces_between(text, [m.end() for m in _CLAUSE_BREAK.finditer(text)])

@@ -216,20 +216,47 @@ def _best_unit(
 
 def _finer_units(text: str, start: int, end: int, level: str) -> np.ndarray:
     """Units of ``level`` (``sentence``, ``clause`` or ``token`` = words) inside ``text[start:end]``."""
-    piece = text[start:end]
     if level == "sentence":
-        inner = segment.sentence_spans(piece)
-    elif level == "clause":
-        inner = segment.clause_spans(piece)
-    else:
-        inner = segment.word_spans(piece)
-    return inner + start
+        return segment.sentence_spans(text[start:end]) + start
+    if level == "clause":
+        return segment.clause_spans(text, start, end)
+    return segment.word_spans(text, start, end)
 
 
 def _units(scored: TokenScores, granularity: str, chunk_tokens: int) -> np.ndarray:
     if not scored.text.strip():
         return _no_units()
-    return segment.units_for(granularity, scored.text, scored.offsets, chunk_tokens)
+    units = segment.units_for(granularity, scored.text, scored.offsets, chunk_tokens)
+    return units if granularity == "token" else glue_headings(scored.text, units)
+
+
+def glue_headings(text: str, units: np.ndarray) -> np.ndarray:
+    """Join each Markdown heading unit to the unit after it when that unit lies in its section, so that a heading
+    is kept with what follows it, never bare.
+
+    Args:
+        text: The text.
+        units: ``(n, 2)`` sorted unit spans.
+
+    Returns:
+        ``(m, 2)`` spans, ``m <= n`` (the same array when the text has no headings).
+
+    Example:
+        >>> t = "# Tides\n\nThe moon pulls the sea. Waves follow.\n\n# Winds\n\nAir moves."
+        >>> glue_headings(t, segment.sentence_spans(t)).tolist()
+        [[0, 32], [33, 46], [48, 67]]
+    """
+    headings = segment.heading_spans(text)
+    if len(headings) == 0 or len(units) < 2:
+        return units
+    section = segment.heading_of(text, units)
+    is_heading = (section >= 0) & (units[:, 0] == headings[np.clip(section, 0, None), 0])
+    glue = is_heading[:-1] & (section[1:] == section[:-1])  # unit i joins unit i + 1
+    if not glue.any():
+        return units
+    keep_start = np.concatenate([[True], ~glue])
+    keep_end = np.concatenate([~glue, [True]])
+    return np.stack([units[keep_start, 0], units[keep_end, 1]], axis=1)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

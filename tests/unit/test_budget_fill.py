@@ -115,3 +115,15 @@ def test_options_object_and_overrides_give_the_same_result(fake_engine):
     # An override of the budget replaces the budget of the options object.
     [c] = fake_engine.compress("zebra", [MANY], options, target_ratio=0.5)
     assert c.compressed_tokens > 40
+
+
+def test_a_markdown_heading_is_never_kept_bare(fake_engine):
+    text = (
+        "# Zebra facts\n\nStripes differ between animals. Herds graze at dawn.\n\n"
+        "# Lions\n\nLions rest in the shade. They hunt at night."
+    )
+    for ratio in (0.2, 0.4, 0.7):
+        [res] = fake_engine.compress("zebra", [text], target_ratio=ratio, lexical_weight=0)
+        for span in res.span_texts:
+            assert not span.lstrip().startswith("#") or "\n" in span.strip(), span
+        assert "# Zebra facts" not in res.text or "Stripes differ" in res.text
