@@ -25,8 +25,9 @@ from cprs_integrations.models.base import PromptLayout, TokenCritic
 
 logger = logging.getLogger(__name__)
 
-#: Official QwenLong-CPRS truncation limit, in critic tokens per call.
-DEFAULT_MAX_INPUT_TOKENS = 2_048_000
+#: Default limit of one call, in critic tokens (the official QwenLong-CPRS server truncates at 2,048,000; the
+#: engine windows any length, so the default is set by memory instead: see README, "Speed and memory").
+DEFAULT_MAX_INPUT_TOKENS = 10_000_000
 #: A progress bar shows by default when a call has at least this many windows (about 128K encoder tokens).
 PROGRESS_MIN_WINDOWS = 256
 
@@ -46,7 +47,9 @@ class CPRSEngine:
         batch_size: At most this many windows per forward pass (default: the critic's). A CUDA out-of-memory
             error splits that batch in halves and retries them; nothing else changes.
         replicas: Extra copies of the critic on other devices; each gets batches as it frees up.
-        max_input_tokens: Refuse calls with more critic tokens than this (the official limit by default).
+        max_input_tokens: Refuse calls with more critic tokens than this (default 10M). A call whose characters
+            alone prove it longer (non-space characters / the longest vocabulary entry) is refused before
+            tokenizing.
         max_batch_tokens: At most this many padded tokens (windows x longest, prefix included) per forward pass;
             ``None``: ``batch_size`` alone limits.
         max_wait_ms: How long a free device waits for a fuller batch when calls arrive together (default 2 ms).
@@ -88,6 +91,7 @@ class CPRSEngine:
         self.batch_size = _positive_int("batch_size", critic.default_batch_size if batch_size is None else batch_size)
         self.max_input_tokens = _positive_int("max_input_tokens", max_input_tokens)
         self._workers = [critic, *replicas]
+        self._max_token_chars: int | None = None
         self.scheduler = BatchScheduler(
             self._workers,
             batch_size=self.batch_size,
@@ -349,6 +353,7 @@ class CPRSEngine:
     def _plan(self, query: str, texts: list[str], instruction: str) -> _Plan:
         """Tokenize the texts and cut the windows of one call (no scoring)."""
         started = time.perf_counter()
+        self._refuse_from_characters(texts)
         tokenized = tokenize_with_offsets(self.critic.tokenizer, texts)
         total_tokens = sum(len(t) for t in tokenized)
         if total_tokens > self.max_input_tokens:
@@ -372,6 +377,22 @@ class CPRSEngine:
             "critic_tokens": float(total_tokens),
         }
         return _Plan(query, texts, tokenized, layout, windows, timings)
+
+    def _refuse_from_characters(self, texts: list[str]) -> None:
+        """Refuse a call that certainly holds more than ``max_input_tokens`` critic tokens, without tokenizing it:
+        each token covers at most the longest vocabulary entry's characters, and whitespace may belong to none."""
+        if self._max_token_chars is None:
+            vocab = self.critic.tokenizer.get_vocab()
+            self._max_token_chars = max((len(token.removeprefix("##")) for token in vocab), default=1) or 1
+        visible = sum(len(t) - sum(t.count(c) for c in " \n\t\r") for t in texts)
+        at_least = visible // self._max_token_chars
+        if at_least > self.max_input_tokens:
+            raise ValueError(
+                f"the texts hold {visible:,} non-space characters, so at least {at_least:,} critic tokens (no token "
+                f"of this critic covers more than {self._max_token_chars} characters), above "
+                f"max_input_tokens={self.max_input_tokens:,}; split the call or build the engine with a larger "
+                "max_input_tokens"
+            )
 
     def _submit(self, plan: _Plan, show_progress: bool | None) -> Any:
         """Queue the plan's windows on the shared scheduler; returns its handle."""

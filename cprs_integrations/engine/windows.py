@@ -43,17 +43,68 @@ class TokenizedText:
 def tokenize_with_offsets(tokenizer: Any, texts: list[str]) -> list[TokenizedText]:
     """Tokenize texts with a Hugging Face *fast* tokenizer, keeping character offsets.
 
-    Tokens with empty offsets (added by some normalizers) are kept; their offsets are clamped into the text.
+    Long texts are tokenized in pieces of about :data:`TOKENIZE_PIECE_CHARS` characters, cut after a line break
+    that is followed by a non-space character (no pre-tokenizer of a BERT- or Qwen-style tokenizer joins a line
+    break to the next word, so the ids are those of the whole text), so that the tokenizer's per-token objects
+    never exist for more than one piece at a time. Tokens with empty offsets (added by some normalizers) are kept.
     """
     if not texts:
         return []
-    encodings = raw_backend(tokenizer).encode_batch(texts, add_special_tokens=False)
+    backend = raw_backend(tokenizer)
+    pieces: list[tuple[int, int, int]] = []  # (text index, start, end)
+    for i, text in enumerate(texts):
+        pieces.extend((i, start, end) for start, end in _pieces(text))
+    per_text: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in texts]
+    for first in range(0, len(pieces), _PIECES_PER_BATCH):
+        group = pieces[first : first + _PIECES_PER_BATCH]
+        encodings = backend.encode_batch([texts[i][s:e] for i, s, e in group], add_special_tokens=False)
+        for (i, start, _), encoding in zip(group, encodings):
+            ids = np.asarray(encoding.ids, dtype=np.int64)
+            offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2) + start
+            per_text[i].append((ids, offsets))
     out = []
-    for encoding in encodings:
-        ids = np.asarray(encoding.ids, dtype=np.int64)
-        offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-        out.append(TokenizedText(ids=ids, offsets=offsets))
+    for parts in per_text:
+        if len(parts) == 1:
+            out.append(TokenizedText(ids=parts[0][0], offsets=parts[0][1]))
+        else:
+            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+            offsets = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 2), dtype=np.int64)
+            out.append(TokenizedText(ids=ids, offsets=offsets))
     return out
+
+
+#: Texts longer than this many characters are tokenized piece by piece (see :func:`tokenize_with_offsets`).
+TOKENIZE_PIECE_CHARS = 1_000_000
+_PIECES_PER_BATCH = 4
+
+
+def _pieces(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` pieces of ``text``: cut after a line break followed by a non-space, near every
+    :data:`TOKENIZE_PIECE_CHARS` characters (one piece when there is no such line break)."""
+    if len(text) <= TOKENIZE_PIECE_CHARS:
+        return [(0, len(text))]
+    cuts = [0]
+    while len(text) - cuts[-1] > TOKENIZE_PIECE_CHARS:
+        cut = _line_start_near(text, cuts[-1] + TOKENIZE_PIECE_CHARS, cuts[-1])
+        if cut is None:
+            break
+        cuts.append(cut)
+    return list(zip(cuts, [*cuts[1:], len(text)]))
+
+
+def _line_start_near(text: str, target: int, floor: int) -> int | None:
+    """The last position ``p`` in ``(floor, target]`` with ``text[p-1] == "\n"`` and ``text[p]`` not a space, or
+    the first after ``target``; ``None`` if there is none."""
+    position = target
+    while (position := text.rfind("\n", floor + 1, position)) != -1:
+        if position + 1 < len(text) and not text[position + 1].isspace():
+            return position + 1
+    position = target
+    while (position := text.find("\n", position)) != -1 and position + 1 < len(text):
+        if not text[position + 1].isspace():
+            return position + 1
+        position += 1
+    return None
 
 
 def boundary_token_starts(offsets: np.ndarray, char_starts: np.ndarray) -> np.ndarray:

@@ -229,3 +229,16 @@ def test_numpy_scalars_are_accepted_as_budgets(fake_engine):
     assert a.spans == b.spans
     [c] = fake_engine.compress("zebra", [DOC], target_tokens=np.int64(20))
     assert 0 < c.compressed_tokens <= 20
+
+
+def test_an_input_that_is_surely_too_long_is_refused_before_tokenizing(fake_critic, monkeypatch):
+    from cprs_integrations.engine import engine as engine_module
+
+    engine = CPRSEngine(fake_critic, max_input_tokens=1_000)
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("tokenized a text that its characters already prove too long")
+
+    monkeypatch.setattr(engine_module, "tokenize_with_offsets", never)
+    with pytest.raises(ValueError, match=r"at least .* critic tokens .*max_input_tokens=1,000"):
+        engine.compress("zebra", ["word " * 50_000])

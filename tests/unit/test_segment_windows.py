@@ -65,3 +65,21 @@ def test_boundary_token_starts():
     offsets = np.array([[0, 2], [3, 5], [6, 8]])
     assert boundary_token_starts(offsets, np.array([0, 3, 6])).tolist() == [1, 2]
     assert boundary_token_starts(offsets, np.array([7])).tolist() == []  # inside the last token
+
+
+@pytest.mark.parametrize("which", ["minilm", "qwen"])
+def test_tokenizing_in_pieces_gives_the_ids_and_offsets_of_the_whole_text(monkeypatch, which):
+    from transformers import AutoTokenizer
+
+    from cprs_integrations.engine import windows
+    from cprs_integrations.models.testing import minilm_dir, qwen_tokenizer_dir
+    from cprs_integrations.training.data import essay_text
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir() if which == "minilm" else qwen_tokenizer_dir())
+    text = essay_text()[:60_000] + "\n\n  indented line\n\nLast line.\r\nEnd"
+    [whole] = windows.tokenize_with_offsets(tokenizer, [text])
+    monkeypatch.setattr(windows, "TOKENIZE_PIECE_CHARS", 5_000)
+    assert len(windows._pieces(text)) > 5
+    [pieces] = windows.tokenize_with_offsets(tokenizer, [text, "short"])[:1]
+    np.testing.assert_array_equal(pieces.ids, whole.ids)
+    np.testing.assert_array_equal(pieces.offsets, whole.offsets)
