@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import Field
 
+from cprs_integrations.langchain._metadata import METADATA_KEY, check_metadata, with_figures
 from cprs_integrations.langchain._settings import CompressionSettings, check_query
 
 if TYPE_CHECKING:
     from cprs_integrations.engine.result import CompressionResult
 
-#: The metadata key under which the compressor and the retriever put their figures.
-METADATA_KEY = "cprs"
+__all__ = ["METADATA_KEY", "CPRSDocumentCompressor", "compression_metadata"]
 
 
 class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
@@ -31,8 +30,11 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
     ``separator``, the ``id`` of the input document, a deep copy of its metadata, and the figures of the
     compression under ``metadata["cprs"]``: ``spans`` (``[start, end, score]`` character offsets into the input
     ``page_content``), ``score`` (best keep score of the document), ``original_tokens``, ``compressed_tokens``,
-    ``ratio`` (``None`` when nothing was kept), ``granularity`` and ``mode``. The caller's documents are never
-    changed. Documents with nothing kept are dropped unless ``drop_empty=False``.
+    ``ratio`` (``None`` when nothing was kept), ``granularity``, ``granularity_used``, ``empty_reason`` and
+    ``mode``; ``metadata["relevance_score"]`` holds ``score`` as rerankers do (an upstream one is kept with
+    ``keep_retrieval_score=True``). Metadata values that cannot be deep-copied are kept by reference; a
+    ``metadata["cprs"]`` of the caller's own is refused before scoring. The caller's documents are never changed.
+    Documents with nothing kept are dropped unless ``drop_empty=False``.
 
     The critic loads on first use (``CPRSEngine.shared(model, **engine_kwargs)``), or pass ``engine=``.
 
@@ -50,6 +52,12 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
     drop_empty: bool = Field(
         default=True,
         description="Drop documents with nothing kept; False keeps them with an empty page_content.",
+    )
+
+    keep_retrieval_score: bool = Field(
+        default=False,
+        description="Keep an upstream metadata['relevance_score'] (e.g. a reranker's) instead of writing the "
+        "critic's score there; the critic's score is always in metadata['cprs']['score'].",
     )
 
     def compress_documents(
@@ -77,6 +85,7 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         documents = list(documents)
         if not documents:
             return []
+        check_metadata(documents)
         results = self.get_engine().compress(query, [doc.page_content for doc in documents], self.compression_options())
         return self._to_documents(documents, results)
 
@@ -91,6 +100,7 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         documents = list(documents)
         if not documents:
             return []
+        check_metadata(documents)
         engine = await self.aget_engine()
         results = await engine.acompress(query, [doc.page_content for doc in documents], self.compression_options())
         return self._to_documents(documents, results)
@@ -100,8 +110,7 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         for doc, result in zip(documents, results):
             if self.drop_empty and not result.spans:
                 continue
-            metadata = deepcopy(doc.metadata)
-            metadata[METADATA_KEY] = compression_metadata(result)
+            metadata = with_figures(doc.metadata, compression_metadata(result), result.score, self.keep_retrieval_score)
             out.append(doc.model_copy(update={"page_content": result.text, "metadata": metadata}))
         return out
 

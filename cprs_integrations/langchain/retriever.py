@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -11,8 +10,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import run_in_executor
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from cprs_integrations.langchain._metadata import check_metadata, with_figures
 from cprs_integrations.langchain._settings import CompressionSettings, check_query
-from cprs_integrations.langchain.compressor import METADATA_KEY
 
 if TYPE_CHECKING:
     from cprs_integrations.engine.result import CompressionResult
@@ -71,6 +70,7 @@ class CPRSRetriever(CompressionSettings, BaseRetriever):
         documents = self._load_documents()
         if not documents:
             return []
+        check_metadata(documents)
         results = self.get_engine().compress(query, [doc.page_content for doc in documents], self.compression_options())
         return top_spans(documents, results, k)
 
@@ -82,6 +82,7 @@ class CPRSRetriever(CompressionSettings, BaseRetriever):
         documents = self.documents if self.loader is None else await run_in_executor(None, self._load_documents)
         if not documents:
             return []
+        check_metadata(documents)
         engine = await self.aget_engine()
         results = await engine.acompress(query, [doc.page_content for doc in documents], self.compression_options())
         return top_spans(documents, results, k)
@@ -109,13 +110,7 @@ def top_spans(documents: list[Document], results: list[CompressionResult], k: in
     out = []
     for negative_score, index, start, end in ranked[:k]:
         source = documents[index]
-        metadata = deepcopy(source.metadata)
-        metadata[METADATA_KEY] = {
-            "source_index": index,
-            "source_id": source.id,
-            "start": start,
-            "end": end,
-            "score": -negative_score,
-        }
+        figures = {"source_index": index, "source_id": source.id, "start": start, "end": end, "score": -negative_score}
+        metadata = with_figures(source.metadata, figures, -negative_score, keep_retrieval_score=False)
         out.append(Document(page_content=source.page_content[start:end], metadata=metadata))
     return out

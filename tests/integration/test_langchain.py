@@ -106,11 +106,12 @@ def vector_retriever() -> BaseRetriever:
 
 
 def assert_compressed_from(out: Document, source: Document, separator: str = SEPARATOR) -> None:
-    """``out`` is the compression of ``source``: slices of it, its id, its metadata plus ``cprs``."""
+    """``out`` is the compression of ``source``: slices of it, its id, its metadata plus ``cprs`` and the score."""
     figures = out.metadata["cprs"]
     spans = figures["spans"]
     assert out.id == source.id
-    assert {k: v for k, v in out.metadata.items() if k != "cprs"} == source.metadata
+    assert {k: v for k, v in out.metadata.items() if k not in ("cprs", "relevance_score")} == source.metadata
+    assert out.metadata["relevance_score"] == figures["score"]
     previous_end = -1
     for start, end, score in spans:
         assert previous_end < start < end <= len(source.page_content)
@@ -122,8 +123,16 @@ def assert_compressed_from(out: Document, source: Document, separator: str = SEP
     if figures["ratio"] is None:
         assert not spans and figures["original_tokens"] > 0
     assert set(figures) == {
-        "spans", "score", "original_tokens", "compressed_tokens", "ratio", "granularity", "granularity_used",
-        "empty_reason", "mode",
+        "spans",
+        "score",
+        "original_tokens",
+        "compressed_tokens",
+        "ratio",
+        "granularity",
+        "granularity_used",
+        "empty_reason",
+        "mode",
+        "cprs_version",
     }
 
 
@@ -322,7 +331,7 @@ async def test_document_compressor_pipeline_after_a_splitter(tiny_engine, vector
     sources = {(doc.metadata["record"], doc.metadata["title"]): doc for doc in vector_retriever.invoke(QUERY)}
     for doc in out:
         source = sources[doc.metadata["record"], doc.metadata["title"]]
-        assert {k: v for k, v in doc.metadata.items() if k != "cprs"} == source.metadata
+        assert {k: v for k, v in doc.metadata.items() if k not in ("cprs", "relevance_score")} == source.metadata
         for start, end, _ in doc.metadata["cprs"]["spans"]:
             assert end - start <= 200  # spans index the split chunk, not the source paragraph
         assert all(piece in source.page_content for piece in doc.page_content.split(SEPARATOR))
@@ -406,7 +415,7 @@ def test_retriever_returns_exact_spans_best_first(tiny_engine, documents) -> Non
         source = documents[figures["source_index"]]
         assert figures["source_id"] == source.id
         assert doc.page_content == source.page_content[figures["start"] : figures["end"]]
-        assert {k: v for k, v in doc.metadata.items() if k != "cprs"} == source.metadata
+        assert {k: v for k, v in doc.metadata.items() if k not in ("cprs", "relevance_score")} == source.metadata
         assert doc.metadata is not source.metadata
         keys.append((-figures["score"], figures["source_index"], figures["start"]))
     assert keys == sorted(keys)
@@ -656,3 +665,43 @@ def test_score_threshold_reaches_the_engine_from_every_adapter(tiny_engine, docu
     CPRSRetriever(documents=documents, engine=spy, score_threshold=0.4).invoke(QUERY)
     prune_messages(chat_history(), engine=spy, max_tokens=200, score_threshold=0.5)
     assert [call.score_threshold for call in spy.calls] == [0.3, 0.4, 0.5]
+
+
+def test_relevance_score_where_rerankers_put_it_and_upstream_kept_when_asked(tiny_engine, documents) -> None:
+    upstream = [d.model_copy(update={"metadata": {**d.metadata, "relevance_score": 0.42}}) for d in documents]
+    out = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.5).compress_documents(upstream, QUERY)
+    assert out and all(d.metadata["relevance_score"] == d.metadata["cprs"]["score"] for d in out)
+    kept = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.5, keep_retrieval_score=True)
+    assert all(d.metadata["relevance_score"] == 0.42 for d in kept.compress_documents(upstream, QUERY))
+    spans = CPRSRetriever(documents=documents, engine=tiny_engine, k=2).invoke(QUERY)
+    assert all(d.metadata["relevance_score"] == d.metadata["cprs"]["score"] for d in spans)
+
+
+def test_metadata_that_cannot_be_deep_copied_is_kept_by_reference(tiny_engine, documents) -> None:
+    import threading
+
+    lock = threading.Lock()
+    docs = [d.model_copy(update={"metadata": {**d.metadata, "lock": lock, "tags": ["a"]}}) for d in documents]
+    out = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.5).compress_documents(docs, QUERY)
+    assert out and all(d.metadata["lock"] is lock for d in out)
+    assert all(d.metadata["tags"] == ["a"] and d.metadata["tags"] is not docs[0].metadata["tags"] for d in out)
+
+
+def test_a_users_own_cprs_metadata_is_refused_before_scoring(tiny_engine, documents) -> None:
+    class NoEngine:
+        def compress(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("scored documents that should have been refused")
+
+        async def acompress(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("scored documents that should have been refused")
+
+    docs = [*documents[:2], documents[2].model_copy(update={"metadata": {"cprs": "customer-42"}})]
+    with pytest.raises(ValueError, match=r"documents\[2\]\.metadata\['cprs'\]"):
+        CPRSDocumentCompressor(engine=NoEngine()).compress_documents(docs, QUERY)
+    # Figures of an earlier CPRS step (a chained compressor) are ours: replaced, not refused.
+    first = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.8).compress_documents(documents, QUERY)
+    second = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.5).compress_documents(first, QUERY)
+    assert second and all(
+        d.metadata["cprs"]["original_tokens"] <= count_tokens(f.page_content)
+        for d, f in zip(second, [f for f in first if f.id in {s.id for s in second}])
+    )
