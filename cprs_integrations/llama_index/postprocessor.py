@@ -51,8 +51,10 @@ class CPRSNodePostprocessor(_DocumentOptions, BaseNodePostprocessor):
         per_node_budget: Apply the budget to each node separately instead of across all nodes (the engine's
             ``per_text_budget``).
         drop_empty: Leave out nodes of which nothing was kept.
-        sort_by_score: Order the output by the critic's score instead of keeping the input order (nodes passed
-            through keep their retrieval score).
+        sort_by_score: Order the output by score instead of keeping the input order (nodes passed through keep
+            their retrieval score).
+        keep_retrieval_score: Keep each node's retrieval score instead of setting the critic's (which is always in
+            ``metadata["cprs"]["score"]``).
 
     Example:
         >>> from llama_index.core import VectorStoreIndex
@@ -83,6 +85,11 @@ class CPRSNodePostprocessor(_DocumentOptions, BaseNodePostprocessor):
         description="Apply the budget to each node separately instead of once across all nodes of the query.",
     )
     drop_empty: bool = Field(default=True, description="Leave out nodes of which nothing was kept.")
+    keep_retrieval_score: bool = Field(
+        default=False,
+        description="Keep each node's retrieval score as its score (as SentenceTransformerRerank does) instead of "
+        "the critic's; the critic's score is always in metadata['cprs']['score'].",
+    )
     sort_by_score: bool = Field(
         default=False, description="Order the output by the critic's score instead of keeping the input order."
     )
@@ -172,7 +179,8 @@ class CPRSNodePostprocessor(_DocumentOptions, BaseNodePostprocessor):
             result = results[positions[i]]
             if self.drop_empty and not result.text:
                 continue
-            out.append(NodeWithScore(node=with_text(item.node, result.text, _figures(result)), score=result.score))
+            score = item.score if self.keep_retrieval_score else result.score
+            out.append(NodeWithScore(node=with_text(item.node, result.text, _figures(result)), score=score))
         if self.sort_by_score:
             out.sort(key=lambda n: n.score if n.score is not None else -math.inf, reverse=True)
         return out
@@ -214,6 +222,7 @@ def _figures(result: CompressionResult) -> dict[str, Any]:
     ratio = result.ratio
     return {
         "spans": [[span.start, span.end, round(span.score, 6)] for span in result.spans],
+        "score": result.score,
         "original_tokens": result.original_tokens,
         "compressed_tokens": result.compressed_tokens,
         "ratio": None if math.isinf(ratio) else ratio,

@@ -450,3 +450,19 @@ def test_missing_llama_index_names_the_extra() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
     assert 'pip install "cprs-integrations[llama-index]"' in done.stdout
+
+
+def test_keep_retrieval_score_keeps_the_retrievers_score(tiny_engine: Any, nodes: list[NodeWithScore]) -> None:
+    by_id = {item.node.node_id: item.score for item in nodes}
+    default = CPRSNodePostprocessor(engine=tiny_engine, target_ratio=0.5).postprocess_nodes(nodes, query_str=QUERY)
+    assert default and all(item.score == item.node.metadata["cprs"]["score"] for item in default)
+    kept = CPRSNodePostprocessor(engine=tiny_engine, target_ratio=0.5, keep_retrieval_score=True).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
+    assert kept and all(item.score == by_id[item.node.node_id] for item in kept)
+    assert all(0.0 <= item.node.metadata["cprs"]["score"] <= 1.0 for item in kept)
+
+
+def test_retriever_rejects_unknown_arguments() -> None:
+    with pytest.raises(TypeError, match="top_n"):
+        CPRSRetriever([], top_n=2)
