@@ -14,19 +14,26 @@ window and no KV cache is kept. Layout per window (official)::
 from __future__ import annotations
 
 import copy
-import json
+import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, Qwen2Config
+from transformers import Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
 from cprs_integrations.models.base import TAGS, PromptLayout, TokenCritic, layouts_for, pad_batch, truncate_prefix
+from cprs_integrations.models.checkpoint import (
+    CheckpointLocation,
+    check_loading_info,
+    check_weights,
+    load_tokenizer,
+    read_config,
+)
 from cprs_integrations.models.devices import resolve_device
+from cprs_integrations.models.progress import no_progress_bars
 from cprs_integrations.models.tokenization import raw_backend
 
 #: Layers of the released 28-layer QwenLong-CPRS-7B that stay causal (layers 22-28 are bidirectional).
@@ -179,8 +186,8 @@ class Qwen2CriticModel(Qwen2PreTrainedModel):
                 attention_mask=bidirectional if index >= split else causal,
                 position_ids=position_ids,
                 position_embeddings=position_embeddings,
-                past_key_values=None,
-                use_cache=False,
+                # No cache argument: the layer's default is no cache, and the argument's name changes across
+                # transformers 5.x (``past_key_values`` is deprecated for ``cache`` and goes in 5.40).
             )
         return self.cls_head(backbone.norm(hidden))
 
@@ -233,9 +240,9 @@ class DecoderCritic(TokenCritic):
     @classmethod
     def from_pretrained(
         cls,
-        path: str,
+        path: str | os.PathLike[str],
         *,
-        device: str | None = "cpu",
+        device: str | None = None,
         dtype: Any = None,
         revision: str | None = None,
         local_files_only: bool = False,
@@ -247,9 +254,14 @@ class DecoderCritic(TokenCritic):
     ) -> DecoderCritic:
         """Load a QwenLong-CPRS critic (safetensors only) from a local folder or a hub id.
 
+        The checkpoint's tensor names and shapes are checked against ``config.json`` before anything is allocated
+        (see :mod:`cprs_integrations.models.checkpoint`): a config describing a 48-layer model next to weights
+        that hold only the head fails in milliseconds.
+
         Args:
             path: Folder or hub id.
-            device: Where to put the weights (ignored with ``device_map``); must exist.
+            device: Where to put the weights; ``None`` picks cuda > mps > cpu, or leaves placement to
+                ``device_map`` when one is given. An explicit device must exist.
             dtype: A ``torch.dtype`` (``None``: transformers' default).
             revision: Hub revision.
             local_files_only: Never touch the network.
@@ -257,57 +269,50 @@ class DecoderCritic(TokenCritic):
             batch_size: Default windows per forward pass.
             bidirectional_from: First bidirectional layer (overrides ``config.json``).
             device_map: A transformers/accelerate device map (e.g. ``"auto"``) for a critic larger than
-                one GPU; the weights then stay where accelerate puts them.
+                one GPU; the weights then stay where accelerate puts them. Exclusive with ``device``.
             attn_implementation: ``"sdpa"`` or ``"eager"``.
 
         Raises:
-            ValueError: not a CPRS critic (no ``cls_head``), bad ``bidirectional_from``, unavailable device,
-                unsupported attention backend.
+            FileNotFoundError: a path that is no folder.
+            ValueError: not a CPRS critic (no ``cls_head``), weights that do not match the config (missing layers,
+                other shapes), missing or broken tokenizer files, bad ``bidirectional_from``, unavailable device,
+                both ``device`` and ``device_map``, unsupported attention backend.
         """
         attn_implementation = check_attention_implementation(attn_implementation)
         if device_map is not None and device is not None:
             raise ValueError("pass either device or device_map, not both")
-        target = None if device_map is not None else resolve_device(device or "cpu")
-        common = {
-            "revision": revision,
-            "local_files_only": local_files_only,
-            "trust_remote_code": trust_remote_code,
-        }
-        config = AutoConfig.from_pretrained(path, **common)
+        target = None if device_map is not None else resolve_device(device)
+        location = CheckpointLocation.of(path, revision=revision, local_files_only=local_files_only)
+        where = location.where
+        config = read_config(location, trust_remote_code=trust_remote_code)
         if getattr(config, "model_type", None) != "qwen2":
             raise ValueError(
-                f"{path} is not a CPRS decoder critic: expected model_type 'qwen2', found {config.model_type!r}"
+                f"{where} is not a CPRS decoder critic: expected model_type 'qwen2', found {config.model_type!r}"
             )
         if not isinstance(config, Qwen2Config):  # a remote-code config class: keep its values, not its code
             config = Qwen2Config.from_dict(config.to_dict())
         setattr(config, CONFIG_KEY, resolve_bidirectional_from(config, bidirectional_from))
         if getattr(config, "use_sliding_window", False):
-            raise ValueError(f"{path}: sliding-window attention is not supported by the decoder critic")
-        keys = _checkpoint_keys(path, revision=revision, local_files_only=local_files_only)
-        if keys is None and Path(path).is_dir():
-            raise _not_a_critic(path, "it has no model.safetensors nor model.safetensors.index.json")
-        if keys is not None and "cls_head.weight" not in keys:
-            raise _not_a_critic(path, "its safetensors have no cls_head.weight")
-        model, info = Qwen2CriticModel.from_pretrained(
-            path,
-            config=config,
-            dtype=dtype,
-            # A single accelerator is filled straight from the files (no full copy in host memory first).
-            device_map=device_map if target is None or target == "cpu" else {"": target},
-            use_safetensors=True,
-            attn_implementation=attn_implementation,
-            output_loading_info=True,
-            **common,
-        )
-        missing = sorted(info.get("missing_keys") or [])
-        if any(key.startswith("cls_head.") for key in missing):
-            raise _not_a_critic(path, "its weights have no cls_head")
-        if missing:
-            raise ValueError(f"{path}: the checkpoint lacks {len(missing)} weight(s) of the critic, e.g. {missing[:3]}")
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+            raise ValueError(f"{where}: sliding-window attention is not supported by the decoder critic")
+        check_weights(location, lambda: Qwen2CriticModel(config))
+        tokenizer = load_tokenizer(location, vocab_size=int(config.vocab_size), trust_remote_code=trust_remote_code)
+        with no_progress_bars():
+            model, info = Qwen2CriticModel.from_pretrained(
+                where,
+                config=config,
+                dtype=dtype,
+                # A single accelerator is filled straight from the files (no full copy in host memory first).
+                device_map=device_map if target is None or target == "cpu" else {"": target},
+                use_safetensors=True,
+                attn_implementation=attn_implementation,
+                output_loading_info=True,
+                trust_remote_code=trust_remote_code,
+                **location.hub_options(),
+            )
+        check_loading_info(where, model, info)
         if target is not None:
             model = model.to(target)
-        return cls(model, tokenizer, name_or_path=str(path), batch_size=batch_size)
+        return cls(model, tokenizer, name_or_path=where, batch_size=batch_size)
 
     def replicate(self, device: str) -> DecoderCritic:
         """A copy on ``device`` (one replica per GPU); not for a critic spread by a device map."""
@@ -372,38 +377,3 @@ def _special_id(tokenizer: Any, token: str) -> int:
     if value is None or value == tokenizer.unk_token_id:
         raise ValueError(f"decoder critic tokenizer {type(tokenizer).__name__} has no {token} token (a Qwen tokenizer)")
     return int(value)
-
-
-def _not_a_critic(path: str, why: str) -> ValueError:
-    return ValueError(
-        f"{path} is not a CPRS critic: {why}; a QwenLong-CPRS checkpoint has model.* (Qwen2) weights plus "
-        "cls_head.weight [4, hidden] and cls_head.bias [4]"
-    )
-
-
-def _checkpoint_keys(path: str, *, revision: str | None, local_files_only: bool) -> set[str] | None:
-    """Tensor names of the safetensors checkpoint, from the index or file headers; ``None`` if not found."""
-    from safetensors import safe_open
-    from transformers.utils import cached_file
-
-    def locate(filename: str) -> str | None:
-        try:
-            return cached_file(
-                path,
-                filename,
-                revision=revision,
-                local_files_only=local_files_only,
-                _raise_exceptions_for_missing_entries=False,
-                _raise_exceptions_for_connection_errors=False,
-            )
-        except OSError:
-            return None
-
-    index = locate("model.safetensors.index.json")
-    if index is not None:
-        return set(json.loads(Path(index).read_text(encoding="utf-8")).get("weight_map", {}))
-    single = locate("model.safetensors")
-    if single is None:
-        return None
-    with safe_open(single, framework="pt") as f:
-        return set(f.keys())

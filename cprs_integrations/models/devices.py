@@ -8,6 +8,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+#: The device strings a critic accepts (N: a CUDA device index, 0 .. device_count - 1).
+DEVICE_FORMS = "'cpu', 'cuda', 'cuda:N' or 'mps'"
+
 _DTYPE_NAMES = {
     "float32": "float32",
     "fp32": "float32",
@@ -22,7 +25,8 @@ def resolve_device(device: str | Any | None) -> str:
     """Pick a device. ``None`` picks cuda > mps > cpu (and logs it); an explicit device must exist.
 
     Raises:
-        ValueError: for an unknown device string or one that is not available here (never a silent switch).
+        ValueError: for an unknown device string, an index on a device other than CUDA (``"cpu:7"``), or a
+            device that is not available here (never a silent switch).
 
     Example:
         >>> resolve_device("cpu")
@@ -42,7 +46,12 @@ def resolve_device(device: str | Any | None) -> str:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
+        raise ValueError(f"unknown device {device!r}; expected {DEVICE_FORMS}") from e
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}; expected {DEVICE_FORMS}")
+    if parsed.index is not None and parsed.type != "cuda":
+        # torch accepts "cpu:7" and "mps:3" and ignores the index; a typo like that must not pass silently.
+        raise ValueError(f"device {device!r} has an index, which only CUDA devices take; expected {DEVICE_FORMS}")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} was asked for but CUDA is not available on this machine")
@@ -50,11 +59,10 @@ def resolve_device(device: str | Any | None) -> str:
             raise ValueError(
                 f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
-    elif parsed.type == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ValueError(f"device {device!r} was asked for but MPS is not available on this machine")
-    elif parsed.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; expected 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    elif parsed.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"device {device!r} was asked for but MPS is not available on this machine")
     return str(parsed)
 
 

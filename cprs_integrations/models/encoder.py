@@ -8,12 +8,22 @@ window. Saved in the standard Hugging Face layout of ``*ForTokenClassification``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cprs_integrations.models.base import PromptLayout, TokenCritic, layouts_for, pad_batch, truncate_prefix
+from cprs_integrations.models.checkpoint import (
+    CheckpointLocation,
+    check_loading_info,
+    check_weights,
+    load_tokenizer,
+    read_config,
+)
+from cprs_integrations.models.devices import resolve_device
+from cprs_integrations.models.progress import no_progress_bars
 from cprs_integrations.models.tokenization import raw_backend
 
 
@@ -54,24 +64,57 @@ class EncoderCritic(TokenCritic):
     @classmethod
     def from_pretrained(
         cls,
-        path: str,
+        path: str | os.PathLike[str],
         *,
-        device: str = "cpu",
+        device: str | None = None,
         dtype: Any = None,
         revision: str | None = None,
         local_files_only: bool = False,
         trust_remote_code: bool = False,
         batch_size: int | None = None,
     ) -> EncoderCritic:
-        """Load an encoder critic saved in the Hugging Face token-classification layout (safetensors only)."""
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
+        """Load an encoder critic saved in the Hugging Face token-classification layout (safetensors only).
 
-        common = {"revision": revision, "local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
-        model = AutoModelForTokenClassification.from_pretrained(
-            path, dtype=dtype, use_safetensors=True, attn_implementation="sdpa", **common
+        The checkpoint is checked against its ``config.json`` before any weight is allocated (see
+        :mod:`cprs_integrations.models.checkpoint`).
+
+        Args:
+            path: Folder or hub id.
+            device: Where to put the weights; ``None`` picks cuda > mps > cpu. An explicit device must exist.
+            dtype: A ``torch.dtype`` (``None``: transformers' default).
+            revision: Hub revision.
+            local_files_only: Never touch the network.
+            trust_remote_code: Passed through to transformers.
+            batch_size: Default windows per forward pass.
+
+        Raises:
+            FileNotFoundError: a path that is no folder.
+            ValueError: not a CPRS critic (no config, no token-classification head), weights that do not match
+                the config (missing layers, other shapes), missing or broken tokenizer files, unavailable device.
+        """
+        from transformers import AutoModelForTokenClassification
+
+        target = resolve_device(device)
+        location = CheckpointLocation.of(path, revision=revision, local_files_only=local_files_only)
+        config = read_config(location, trust_remote_code=trust_remote_code)
+        check_weights(
+            location,
+            lambda: AutoModelForTokenClassification.from_config(config, trust_remote_code=trust_remote_code),
         )
-        return cls(model.to(device), tokenizer, name_or_path=str(path), batch_size=batch_size)
+        tokenizer = load_tokenizer(location, vocab_size=int(config.vocab_size), trust_remote_code=trust_remote_code)
+        with no_progress_bars():
+            model, info = AutoModelForTokenClassification.from_pretrained(
+                location.where,
+                config=config,
+                dtype=dtype,
+                use_safetensors=True,
+                attn_implementation="sdpa",
+                output_loading_info=True,
+                trust_remote_code=trust_remote_code,
+                **location.hub_options(),
+            )
+        check_loading_info(location.where, model, info)
+        return cls(model.to(target), tokenizer, name_or_path=location.where, batch_size=batch_size)
 
     def prompt_layout(self, instruction: str, query: str, max_prefix_tokens: int) -> PromptLayout:
         encode = raw_backend(self.tokenizer).encode

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cprs_integrations.models.base import TAGS, TokenCritic
+from cprs_integrations.models.checkpoint import CheckpointLocation, read_config
 from cprs_integrations.models.devices import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -68,24 +69,26 @@ def load_critic(
     """Load a critic (see :meth:`cprs_integrations.CPRSEngine.from_pretrained` for the arguments).
 
     Raises:
-        ValueError: not a CPRS critic, unknown/unavailable device, unknown dtype, bad ``bidirectional_from``.
-        FileNotFoundError: a local path that does not exist.
+        ValueError: not a CPRS critic, weights or tokenizer that do not match the config, unknown/unavailable
+            device, unknown dtype, bad ``bidirectional_from``.
+        FileNotFoundError: a path that is no folder (``./critic``, ``a/b/c``, or ``org/name`` that is neither a
+            folder nor a loadable hub repository).
     """
-    from transformers import AutoConfig
+    import torch
 
-    where = str(default_critic_path() if model is None else model)
-    if model is not None and _looks_local(where) and not Path(where).exists():
-        raise FileNotFoundError(f"model path {where!r} does not exist")
     if device_map is not None and device is not None:
         raise ValueError("pass either device or device_map, not both")
-    resolved_device = "auto" if device_map is not None else resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, "cuda" if device_map is not None else resolved_device)
-    try:
-        config = AutoConfig.from_pretrained(
-            where, revision=revision, local_files_only=local_files_only, trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{where} is not a CPRS critic: its config.json could not be read ({e})") from e
+    location = CheckpointLocation.of(
+        default_critic_path() if model is None else model, revision=revision, local_files_only=local_files_only
+    )
+    where = location.where
+    if device_map is not None:
+        resolved_device = "auto"
+        dtype_device = "cuda" if torch.cuda.is_available() else "cpu"  # accelerate fills GPUs first
+    else:
+        resolved_device = dtype_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dtype_device)
+    config = read_config(location, trust_remote_code=trust_remote_code)
     kind = detect_kind(config, where)
     common = {
         "dtype": torch_dtype,
@@ -114,10 +117,3 @@ def load_critic(
         )
     logger.info("cprs: loaded %s critic from %s on %s (%s)", kind, where, critic.device, torch_dtype)
     return critic
-
-
-def _looks_local(where: str) -> bool:
-    """A filesystem path rather than a hub id of the form ``org/name``."""
-    if Path(where).exists() or where.startswith((".", "/", "~")) or "\\" in where:
-        return True
-    return where.count("/") > 1

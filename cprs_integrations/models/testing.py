@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from cprs_integrations.models.base import ID2LABEL, LABEL2ID
+from cprs_integrations.models.progress import no_progress_bars
 
 #: Tokenizer files copied next to a tiny critic (whichever exist in the source folder).
 TOKENIZER_FILES = (
@@ -67,7 +68,8 @@ def copy_tokenizer_files(source: str | Path, target: str | Path) -> list[Path]:
 def _tokenizer(folder: str) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    with no_progress_bars():
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def save_tiny_decoder_critic(
@@ -130,7 +132,8 @@ def save_tiny_decoder_critic(
     setattr(config, CONFIG_KEY, split)
     torch.manual_seed(seed)
     model = Qwen2CriticModel(config).eval()
-    model.save_pretrained(path, max_shard_size="8MB" if sharded else "50GB")
+    with no_progress_bars():
+        model.save_pretrained(path, max_shard_size="8MB" if sharded else "50GB")
 
     # The released checkpoint still carries its LM head; add one so loaders prove they ignore it.
     generator = torch.Generator().manual_seed(seed + 1)
@@ -187,6 +190,7 @@ def save_tiny_encoder_critic(path: str | Path, *, seed: int = 0) -> Path:
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
     )
     torch.manual_seed(seed)
-    BertForTokenClassification(config).eval().save_pretrained(path)
+    with no_progress_bars():
+        BertForTokenClassification(config).eval().save_pretrained(path)
     copy_tokenizer_files(minilm_dir(), path)
     return path
