@@ -25,16 +25,26 @@ def _freeze(value: Any) -> Any:
 
 
 def engine_key(cls: type[CPRSEngine], model: str | os.PathLike[str] | None, options: dict[str, Any]) -> tuple[Any, ...]:
-    """A hashable key: the resolved model location plus every loading option, defaults filled in.
+    """A hashable key: the resolved model location plus every loading option, defaults filled in and the device and
+    dtype resolved as loading would resolve them.
 
-    ``shared()`` and ``shared(dtype="auto")`` therefore name the same engine. Unknown options are a ``TypeError``.
+    ``shared()``, ``shared(dtype="auto")`` and, on a machine without a GPU, ``shared(device="cpu")`` therefore name the
+    same engine. Unknown options are a ``TypeError``; an unavailable device is a ``ValueError``.
     """
     bound = inspect.signature(cls.from_pretrained).bind(model, **options)
     bound.apply_defaults()
     arguments = dict(bound.arguments)
     where = arguments.pop("model")
-    if where is not None:
-        where = str(Path(where).resolve()) if Path(where).exists() else str(where)
+    if where is None:
+        from cprs_integrations.models.loading import default_critic_path
+
+        where = default_critic_path()
+    where = str(Path(where).expanduser().resolve()) if Path(where).expanduser().exists() else str(where)
+    if arguments.get("device_map") is None and arguments.get("devices") is None:
+        from cprs_integrations.models.devices import resolve_device, resolve_dtype
+
+        arguments["device"] = resolve_device(arguments.get("device"))
+        arguments["dtype"] = str(resolve_dtype(arguments.get("dtype", "auto"), arguments["device"]))
     return (where, _freeze(arguments))
 
 

@@ -131,3 +131,17 @@ def test_shared_engine_key_fills_in_defaults_and_register_shared(tiny_encoder_di
     a.register_shared()
     assert CPRSEngine.shared() is a
     clear_shared_engines()
+
+
+def test_shared_engine_key_resolves_device_and_dtype(tiny_encoder_dir):
+    import torch
+
+    from cprs_integrations.models.devices import resolve_dtype
+
+    clear_shared_engines()
+    implicit = CPRSEngine.shared(tiny_encoder_dir)
+    if not torch.cuda.is_available():  # None resolves to the CPU here: the same engine, loaded once
+        assert CPRSEngine.shared(tiny_encoder_dir, device="cpu") is implicit
+        explicit_dtype = str(resolve_dtype("auto", "cpu")).removeprefix("torch.")
+        assert CPRSEngine.shared(tiny_encoder_dir, device="cpu", dtype=explicit_dtype) is implicit
+    clear_shared_engines()
