@@ -257,7 +257,7 @@ class CPRSEngine:
         texts = check_texts(texts)
         query = check_query(query)
         options = CompressionOptions.build(options, **overrides)
-        plan = self._plan(query, texts, _instruction(options))
+        plan = self._plan(query, texts, _instruction(options, self.critic.kind))
         probs = self._submit(plan, show_progress).result(timeout)
         return self._finish(plan, probs, options, started)
 
@@ -292,7 +292,7 @@ class CPRSEngine:
         texts = check_texts(texts)
         query = check_query(query)
         options = CompressionOptions.build(options, **overrides)
-        plan = await asyncio.to_thread(self._plan, query, texts, _instruction(options))
+        plan = await asyncio.to_thread(self._plan, query, texts, _instruction(options, self.critic.kind))
         handle = self._submit(plan, show_progress)
         loop = asyncio.get_running_loop()
         done = loop.create_future()
@@ -345,7 +345,7 @@ class CPRSEngine:
         texts = check_texts(texts)
         query = check_query(query)
         options = CompressionOptions.build(options, **overrides)
-        plan = self._plan(query, texts, _instruction(options))
+        plan = self._plan(query, texts, _instruction(options, self.critic.kind))
         return plan.gather(self._submit(plan, show_progress).result())
 
     # ------------------------------------------------------------------------------------------------- scoring
@@ -420,12 +420,11 @@ class CPRSEngine:
         )
 
 
-def _instruction(options: CompressionOptions) -> str:
-    return (
-        options.instruction
-        if options.instruction is not None
-        else instruction_for(options.granularity, options.language)
-    )
+def _instruction(options: CompressionOptions, critic_kind: str) -> str:
+    """The options' instruction, else the template of the granularity for this kind of critic (see prompts.py)."""
+    if options.instruction is not None:
+        return options.instruction
+    return instruction_for(options.granularity, options.language, critic_kind)
 
 
 def _positive_int(name: str, value: Any) -> int:

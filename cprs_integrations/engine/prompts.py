@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from cprs_integrations.engine.options import GRANULARITIES, LANGUAGES, Granularity
 
-__all__ = ["GRANULARITIES", "INSTRUCTIONS", "LANGUAGES", "Granularity", "check_granularity", "instruction_for"]
+__all__ = [
+    "DECODER_INSTRUCTIONS",
+    "GRANULARITIES",
+    "INSTRUCTIONS",
+    "LANGUAGES",
+    "Granularity",
+    "check_granularity",
+    "instruction_for",
+]
 
 # The first template of each list is the canonical one used at inference; the others are paraphrases used in
 # training so that the critic follows the meaning of an instruction rather than its exact words.
@@ -47,6 +55,33 @@ INSTRUCTIONS: dict[str, dict[str, list[str]]] = {
 }
 
 
+#: Instructions for decoder critics of the released QwenLong-CPRS layout (the 7B), closest to what it was trained
+#: and served with. One table, with the source of each:
+#:
+#: ============  ===================================================================  =============================
+#: granularity   instruction                                                          source
+#: ============  ===================================================================  =============================
+#: sentence      "You are an expert for information extraction, ... supporting        official README, "for qa
+#:               facts of the user's question.\n## tagging rule:\n- tag the          tasks" (CPRS_PROMPT)
+#:               supporting facts with 'fact'"
+#: token         "Extract the keywords according the user's query"                     paper, keyword example
+#:                                                                                    (verbatim)
+#: paragraph,    "Retrieve chunks or paragraphs from the document that are related     paper, paragraph example
+#: chunk         to the user's query."
+#: ============  ===================================================================  =============================
+#:
+#: Encoder critics (the embedded MiniLM default) keep :data:`INSTRUCTIONS`, which they were trained on.
+DECODER_INSTRUCTIONS: dict[str, str] = {
+    "sentence": (
+        "You are an expert for information extraction, your task is to extract some sentences from the documents "
+        "as the supporting facts of the user's question.\n## tagging rule:\n- tag the supporting facts with 'fact'"
+    ),
+    "token": "Extract the keywords according the user's query",
+    "paragraph": "Retrieve chunks or paragraphs from the document that are related to the user's query.",
+    "chunk": "Retrieve chunks or paragraphs from the document that are related to the user's query.",
+}
+
+
 def check_granularity(granularity: object) -> str:
     """Return ``granularity`` if it is known, else raise a ``ValueError`` listing the choices."""
     if granularity not in GRANULARITIES:
@@ -54,17 +89,23 @@ def check_granularity(granularity: object) -> str:
     return str(granularity)
 
 
-def instruction_for(granularity: str, language: str = "en") -> str:
-    """The canonical instruction for a granularity and language.
+def instruction_for(granularity: str, language: str = "en", critic_kind: str = "encoder") -> str:
+    """The canonical instruction for a granularity, language and kind of critic.
 
     Args:
         granularity: One of ``token``, ``sentence``, ``paragraph``, ``chunk``.
         language: ``en`` or ``zh``.
+        critic_kind: ``encoder`` (our templates, :data:`INSTRUCTIONS`) or ``decoder`` (in English, the released
+            model's prompts, :data:`DECODER_INSTRUCTIONS`).
 
     Raises:
-        ValueError: for an unknown granularity or language.
+        ValueError: for an unknown granularity, language or critic kind.
     """
     check_granularity(granularity)
     if language not in LANGUAGES:
         raise ValueError(f"unknown language {language!r}; expected one of {', '.join(map(repr, LANGUAGES))}")
+    if critic_kind not in ("encoder", "decoder"):
+        raise ValueError(f"unknown critic kind {critic_kind!r}; expected 'encoder' or 'decoder'")
+    if critic_kind == "decoder" and language == "en":
+        return DECODER_INSTRUCTIONS[granularity]
     return INSTRUCTIONS[language][granularity][0]

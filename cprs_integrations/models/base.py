@@ -8,12 +8,16 @@ windows, and hands them to :meth:`TokenCritic.score_windows` in length-sorted ba
 from __future__ import annotations
 
 import copy
+import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 #: Tag order of the 4-way head, as in the released QwenLong-CPRS checkpoint.
 TAGS: tuple[str, ...] = ("B", "I", "O", "E")
@@ -107,6 +111,22 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.n
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return ids, mask
+
+
+_long_prefix_warned = threading.Event()
+
+
+def warn_long_prefix(prefix_tokens: int, limit: int) -> None:
+    """Log once per process that a query (with its instruction) is cut to fit the prefix of a window."""
+    if not _long_prefix_warned.is_set():
+        _long_prefix_warned.set()
+        logger.warning(
+            "cprs: the query and instruction take %d critic tokens, more than the %d a window's prefix may use "
+            "(half a window); the query is cut, then the instruction. Shorten the query or use larger windows "
+            "(window_tokens). Logged once per process.",
+            prefix_tokens,
+            limit,
+        )
 
 
 def truncate_prefix(query_ids: list[int], instruction_ids: list[int], budget: int) -> tuple[list[int], list[int]]:

@@ -14,6 +14,7 @@ window and no KV cache is kept. Layout per window (official)::
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,15 @@ from torch import nn
 from transformers import Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
-from cprs_integrations.models.base import TAGS, PromptLayout, TokenCritic, layouts_for, pad_batch, truncate_prefix
+from cprs_integrations.models.base import (
+    TAGS,
+    PromptLayout,
+    TokenCritic,
+    layouts_for,
+    pad_batch,
+    truncate_prefix,
+    warn_long_prefix,
+)
 from cprs_integrations.models.checkpoint import (
     CheckpointLocation,
     check_loading_info,
@@ -35,6 +44,8 @@ from cprs_integrations.models.checkpoint import (
 from cprs_integrations.models.devices import resolve_device
 from cprs_integrations.models.progress import no_progress_bars
 from cprs_integrations.models.tokenization import raw_backend
+
+logger = logging.getLogger(__name__)
 
 #: Layers of the released 28-layer QwenLong-CPRS-7B that stay causal (layers 22-28 are bidirectional).
 RELEASED_NUM_LAYERS = 28
@@ -292,6 +303,7 @@ class DecoderCritic(TokenCritic):
         if not isinstance(config, Qwen2Config):  # a remote-code config class: keep its values, not its code
             config = Qwen2Config.from_dict(config.to_dict())
         setattr(config, CONFIG_KEY, resolve_bidirectional_from(config, bidirectional_from))
+        config = official_rope(config, where)
         if getattr(config, "use_sliding_window", False):
             raise ValueError(f"{where}: sliding-window attention is not supported by the decoder critic")
         check_weights(location, lambda: Qwen2CriticModel(config))
@@ -325,24 +337,34 @@ class DecoderCritic(TokenCritic):
         return clone
 
     def prompt_layout(self, instruction: str, query: str, max_prefix_tokens: int) -> PromptLayout:
+        """The official prefix, tokenized as the official server does: the whole string at once.
+
+        ``<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{query}<|im_end|>\n<|im_start|>context\n``
+        is encoded as one string (so an instruction or query starting with a newline gives the official ids).
+        Only when that is longer than ``max_prefix_tokens`` are the query (then the instruction) cut, role by role,
+        with a warning (once per process).
+        """
         encode = raw_backend(self.tokenizer).encode
 
         def ids(text: str) -> list[int]:
             return encode(text, add_special_tokens=False).ids
 
-        start, end = self._im_start, self._im_end
-        system, user, context, newline = ids("system\n"), ids("user\n"), ids("context\n"), ids("\n")
-        fixed = 3 + 2 + 2 * len(newline) + len(system) + len(user) + len(context)
+        whole = ids(_official_prefix(instruction, query))
+        if len(whole) <= max_prefix_tokens:
+            return PromptLayout(head=tuple(whole), tail=())
+        fixed = len(ids(_official_prefix("", "")))
         if max_prefix_tokens < fixed:
             raise ValueError(
                 f"max_prefix_tokens={max_prefix_tokens} is below the {fixed} fixed tokens of the decoder "
                 "critic's prompt"
             )
+        warn_long_prefix(len(whole), max_prefix_tokens)
         query_ids, instruction_ids = truncate_prefix(ids(query), ids(instruction), max_prefix_tokens - fixed)
+        start, end, newline = self._im_start, self._im_end, ids("\n")
         head = (
-            *(start, *system, *instruction_ids, end, *newline),
-            *(start, *user, *query_ids, end, *newline),
-            *(start, *context),
+            *(start, *ids("system\n"), *instruction_ids, end, *newline),
+            *(start, *ids("user\n"), *query_ids, end, *newline),
+            *(start, *ids("context\n")),
         )
         return PromptLayout(head=head, tail=())
 
@@ -370,6 +392,29 @@ class DecoderCritic(TokenCritic):
             np.ascontiguousarray(probs[row, start - first : start - first + len(w)])
             for row, (start, w) in enumerate(zip(starts, windows))
         ]
+
+
+def _official_prefix(instruction: str, query: str) -> str:
+    return f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{query}<|im_end|>\n<|im_start|>context\n"
+
+
+def official_rope(config: Qwen2Config, where: str) -> Qwen2Config:
+    """Default rotary positions, as the official stack computed them.
+
+    The released critic was trained and served with transformers 4.44, whose Qwen2 rotary embedding ignores any
+    ``rope_scaling`` entry of ``config.json``; transformers 5.x applies it (``config.rope_parameters``). So that
+    positions match the trained model, a scaling entry is dropped (``rope_theta`` is kept), with a log line.
+    """
+    parameters = dict(getattr(config, "rope_parameters", None) or {})
+    if parameters.get("rope_type", "default") != "default":
+        logger.info(
+            "cprs: %s declares rope scaling %r; using default rotary positions, as the official QwenLong-CPRS "
+            "stack (transformers 4.44) did",
+            where,
+            parameters.get("rope_type"),
+        )
+        config.rope_parameters = {"rope_theta": parameters.get("rope_theta", 10000.0), "rope_type": "default"}
+    return config
 
 
 def _special_id(tokenizer: Any, token: str) -> int:

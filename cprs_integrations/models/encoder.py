@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from cprs_integrations.models.base import PromptLayout, TokenCritic, layouts_for, pad_batch, truncate_prefix
+from cprs_integrations.models.base import (
+    PromptLayout,
+    TokenCritic,
+    layouts_for,
+    pad_batch,
+    truncate_prefix,
+    warn_long_prefix,
+)
 from cprs_integrations.models.checkpoint import (
     CheckpointLocation,
     check_loading_info,
@@ -120,6 +127,8 @@ class EncoderCritic(TokenCritic):
         encode = raw_backend(self.tokenizer).encode
         query_ids = encode(query, add_special_tokens=False).ids
         instruction_ids = encode(instruction, add_special_tokens=False).ids
+        if len(query_ids) + len(instruction_ids) > max_prefix_tokens - 4:
+            warn_long_prefix(len(query_ids) + len(instruction_ids) + 4, max_prefix_tokens)
         query_ids, instruction_ids = truncate_prefix(query_ids, instruction_ids, max_prefix_tokens - 4)
         head = (self._cls, *query_ids, self._sep, *instruction_ids, self._sep)
         return PromptLayout(head=head, tail=(self._sep,))

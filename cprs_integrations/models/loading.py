@@ -87,9 +87,9 @@ def load_critic(
         dtype_device = "cuda" if torch.cuda.is_available() else "cpu"  # accelerate fills GPUs first
     else:
         resolved_device = dtype_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dtype_device)
     config = read_config(location, trust_remote_code=trust_remote_code)
     kind = detect_kind(config, where)
+    torch_dtype = resolve_dtype(dtype, dtype_device, critic_kind=kind)
     common = {
         "dtype": torch_dtype,
         "revision": revision,

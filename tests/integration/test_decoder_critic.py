@@ -330,6 +330,71 @@ def test_prompt_layout_truncates_query_then_instruction(critic: DecoderCritic, m
         critic.prompt_layout(INSTRUCTION, QUERY, 5)
 
 
+@pytest.mark.parametrize(
+    ("instruction", "query"),
+    [
+        (INSTRUCTION, QUERY),
+        ("\nExtract the facts.", "\nWho founded it?"),  # leading newlines: per-role tokenizing gave other ids
+        ("Extract.\n\n", "  Who?  "),
+        ("抽取句子。", "谁创立了公司？"),
+    ],
+)
+def test_prompt_ids_are_the_official_servers(critic: DecoderCritic, instruction: str, query: str) -> None:
+    # The official server: tokenizer.encode(query_str) of the whole prefix string (src/api_utils/run_api.py).
+    official = (
+        f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{query}<|im_end|>\n<|im_start|>context\n"
+    )
+    layout = critic.prompt_layout(instruction, query, max_prefix_tokens=256)
+    assert list(layout.head) == critic.tokenizer.encode(official)
+
+
+def test_a_query_longer_than_the_prefix_is_cut_with_one_warning(
+    critic: DecoderCritic, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cprs_integrations.models import base
+
+    base._long_prefix_warned.clear()
+    with caplog.at_level("WARNING"):
+        critic.prompt_layout(INSTRUCTION, "Who? " * 200, max_prefix_tokens=40)
+        critic.prompt_layout(INSTRUCTION, "When? " * 200, max_prefix_tokens=40)
+    assert sum("the query is cut" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_rope_scaling_is_ignored_as_the_official_stack_did(tmp_path: Path) -> None:
+    from transformers import Qwen2Config
+
+    from cprs_integrations.models.decoder import official_rope
+    from cprs_integrations.models.testing import qwen_tokenizer_dir, save_tiny_decoder_critic
+
+    path = save_tiny_decoder_critic(tmp_path / "rope", qwen_tokenizer_dir(), num_layers=2, hidden=32)
+    config_file = Path(path) / "config.json"
+    config = json.loads(config_file.read_text())
+    config["rope_scaling"] = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    config_file.write_text(json.dumps(config))
+    loaded = load_critic(path, device="cpu", dtype="float32")
+    assert loaded.model.config.rope_parameters["rope_type"] == "default"
+    plain = Qwen2Config(rope_theta=5000.0)
+    assert official_rope(plain, "x").rope_parameters == {"rope_theta": 5000.0, "rope_type": "default"}
+
+
+def test_decoder_instructions_follow_the_released_model() -> None:
+    from cprs_integrations.engine.prompts import DECODER_INSTRUCTIONS, INSTRUCTIONS, instruction_for
+
+    assert instruction_for("sentence", critic_kind="decoder") == DECODER_INSTRUCTIONS["sentence"]
+    assert "tag the supporting facts with 'fact'" in DECODER_INSTRUCTIONS["sentence"]
+    assert instruction_for("sentence") == INSTRUCTIONS["en"]["sentence"][0]  # the MiniLM critic's own
+    assert instruction_for("sentence", "zh", critic_kind="decoder") == INSTRUCTIONS["zh"]["sentence"][0]
+
+
+def test_auto_dtype_on_cuda_is_fp16_for_decoders(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cprs_integrations.models.devices import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", "cuda", critic_kind="decoder") == torch.float16
+    assert resolve_dtype("auto", "cuda:1", critic_kind="encoder") == torch.bfloat16
+    assert resolve_dtype("bfloat16", "cuda", critic_kind="decoder") == torch.bfloat16
+
+
 # --------------------------------------------------------------------------------------------- helpers
 
 
