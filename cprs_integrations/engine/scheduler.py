@@ -7,9 +7,12 @@ queries share a forward pass. How batches are formed, after text-embeddings-infe
   (rows x longest row, prefix included), so short windows make wide batches and long ones narrow batches.
 * **Short wait**: a free worker that finds less than a full batch waits up to ``max_wait_ms`` (counted from the
   oldest queued window) for more to arrive, then runs what it has.
-* **Fair across calls**: calls are served round-robin, one window per call per turn, in arrival order, so a call
-  of 10M tokens cannot starve 64 small ones: each small call gets a window into the very next batch. Inside a
-  call, windows go longest first; a batch is then sorted by length (less padding inside the forward pass).
+* **Fair across calls, little padding**: each batch is anchored on the next call in round-robin order (arrival
+  order first), so a call of 10M tokens cannot starve 64 small ones: every call anchors a batch within as many
+  batches as there are calls, and small calls usually ride along sooner. The other places of the batch go to the
+  queued windows closest in length to the anchor's (ties: round-robin order), from the first calls in line, so
+  full windows batch with full windows and short tails with short tails (text-embeddings-inference and vLLM sort
+  by length for the same reason).
 * **Bounded**: ``max_queue_windows`` caps the queued windows; a call that would pass it is refused at once with
   :class:`QueueFullError` (a call larger than the cap alone is admitted when the queue is empty). A caller's
   ``timeout`` withdraws its queued windows and raises :class:`TimeoutError`.
@@ -39,6 +42,8 @@ from cprs_integrations.models.base import PromptLayout, TokenCritic
 
 logger = logging.getLogger(__name__)
 
+#: Rows of at most ``POOL_CALLS_PER_ROW x batch_size`` calls (the first in line) compete for a batch's places.
+POOL_CALLS_PER_ROW = 4
 #: Default wait for a fuller batch, in milliseconds (a few ms: far below one forward pass of a 512-token window).
 DEFAULT_MAX_WAIT_MS = 2.0
 
@@ -256,27 +261,41 @@ class BatchScheduler:
             self._work.wait(left)
             if not self._active:
                 return []
-        batch: list[tuple[_Call, int]] = []
-        longest = 0
-        while self._active and len(batch) < self.batch_size:
-            call = self._active[0]
-            index = call.queue[0]
-            rows = len(call.rows[index][1]) + call.rows[index][0].overhead
-            if (
-                batch
-                and self.max_batch_tokens is not None
-                and max(longest, rows) * (len(batch) + 1) > (self.max_batch_tokens)
-            ):
-                break
-            call.queue.popleft()
-            self._queued -= 1
-            batch.append((call, index))
-            longest = max(longest, rows)
-            self._active.rotate(-1)
-            if not call.queue:
-                self._active.remove(call)
+        batch = self._pick_rows()
         now = time.perf_counter()
         self._stats["queue_wait_s"] += sum(now - call.enqueued_at for call, _ in batch)
+        return batch
+
+    def _pick_rows(self) -> list[tuple[_Call, int]]:
+        """One batch (lock held): the next call in round-robin order gives the anchor row; the other rows are the
+        queued rows closest to the anchor's length (ties: round-robin order), from the first calls in line."""
+        anchor_call = self._active[0]
+        anchor = anchor_call.queue[0]
+        target = _row_tokens(anchor_call, anchor)
+        candidates = []
+        for order, call in enumerate(itertools.islice(self._active, POOL_CALLS_PER_ROW * self.batch_size)):
+            for position, index in enumerate(itertools.islice(call.queue, self.batch_size)):
+                if call is anchor_call and position == 0:
+                    continue
+                length = _row_tokens(call, index)
+                candidates.append((abs(length - target), order, position, length, call, index))
+        candidates.sort(key=lambda c: c[:3])
+        batch = [(anchor_call, anchor)]
+        longest = target
+        for _, _, _, length, call, index in candidates:
+            if len(batch) == self.batch_size:
+                break
+            if self.max_batch_tokens is not None and max(longest, length) * (len(batch) + 1) > self.max_batch_tokens:
+                continue
+            batch.append((call, index))
+            longest = max(longest, length)
+        for call, index in batch:
+            call.queue.remove(index)
+        self._queued -= len(batch)
+        self._active.rotate(-1)  # the anchor's call goes to the back of the line
+        for call in {id(call): call for call, _ in batch}.values():
+            if not call.queue:
+                self._active.remove(call)
         return batch
 
     def _worker_loop(self, worker: int) -> None:
@@ -352,6 +371,11 @@ class BatchScheduler:
                     logger.exception("cprs: progress callback failed")
         for call, callbacks in finished:
             _run_callbacks(call, callbacks)
+
+
+def _row_tokens(call: _Call, index: int) -> int:
+    layout, ids = call.rows[index]
+    return len(ids) + layout.overhead
 
 
 def _run_callbacks(call: _Call, callbacks: list[Callable[[_Call], None]]) -> None:
