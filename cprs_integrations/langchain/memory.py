@@ -17,6 +17,17 @@ compressed to nothing and the verbatim parts are still returned untouched: the r
 messages and the first ``HumanMessage`` are left out, so the conversation starts on a human turn (some chat
 providers reject a history that starts with an AI or tool message). Tool calls and their results before that point
 go together. A history without a ``HumanMessage`` is returned without that cut (a warning is logged).
+
+``keep_alternation=True`` (the default): dropping messages never puts two human messages, or two AI messages,
+side by side that had another message between them in the input (some chat providers reject such a history;
+system messages do not count as a separation, as several providers lift them out of the conversation). Where a
+drop would, one dropped message of the other role is kept instead, with one unit: of the candidates, the message
+whose best unit has the highest keep score keeps that unit (even below ``score_threshold``) or, if that unit is
+larger than what is left of the budget, the best finer pieces of it (sentences, clauses, words) that fit.
+Messages are never merged. The unit counts in ``max_tokens``: the older text is scored once and selected under the
+budget; the units needed are reserved and the rest is selected again under the budget minus the reserves
+(repeated while a new gap opens). If no budget is left for a unit, the gap stays and a warning is logged.
+``keep_alternation=False`` drops such messages as any other.
 """
 
 from __future__ import annotations
@@ -44,10 +55,12 @@ from pydantic import ConfigDict, Field, model_validator
 from cprs_integrations.engine.budget import resolve_token_counter
 from cprs_integrations.engine.inputs import check_query
 from cprs_integrations.engine.options import MEMORY_ADAPTER_FIELDS, CompressionOptions, option_fields_model
+from cprs_integrations.engine.result import TokenScores
 from cprs_integrations.langchain._settings import EngineSettings
 
 if TYPE_CHECKING:
     from cprs_integrations.engine.engine import CPRSEngine
+    from cprs_integrations.engine.result import CompressionResult
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +86,7 @@ class _Plan:
     budget: int
     query: str
     start_on: str | None = None
+    keep_alternation: bool = True
 
 
 def prune_messages(
@@ -83,6 +97,7 @@ def prune_messages(
     engine: CPRSEngine | None = None,
     keep_last_turns: int = 1,
     start_on: Literal["human"] | None = None,
+    keep_alternation: bool = True,
     options: CompressionOptions | None = None,
     **overrides: Any,
 ) -> list[BaseMessage]:
@@ -98,6 +113,9 @@ def prune_messages(
             something must be compressed.
         keep_last_turns: Number of last turns kept verbatim (0 compresses every turn; system messages stay).
         start_on: ``"human"``: leave out what comes before the first ``HumanMessage`` (system messages aside).
+        keep_alternation: Keep roles alternating: an older message whose removal would put two human (or two AI)
+            messages side by side keeps its best unit, counted in ``max_tokens`` (see the module docstring).
+            Needs ``engine.score`` and ``engine.select``.
         options: How the older text is compressed (:class:`CompressionOptions`; its budget is ignored: the
             budget is what ``max_tokens`` leaves for the older text).
         **overrides: Options by name, over ``options``: ``granularity``, ``score_threshold``, ``instruction``,
@@ -107,8 +125,8 @@ def prune_messages(
         New message objects in the input order.
 
     Raises:
-        ValueError: bad ``max_tokens`` / ``keep_last_turns`` / option, empty ``query``, or no query at all (none
-            given and no human text) when something must be compressed.
+        ValueError: bad ``max_tokens`` / ``keep_last_turns`` / ``keep_alternation`` / option, empty ``query``, or
+            no query at all (none given and no human text) when something must be compressed.
         TypeError: an unknown option name.
 
     Example:
@@ -117,7 +135,7 @@ def prune_messages(
         ['SystemMessage', 'HumanMessage', 'AIMessage', 'ToolMessage', 'AIMessage', 'HumanMessage']
     """
     options = _memory_options(options, overrides)
-    plan = _plan(messages, query, max_tokens, keep_last_turns, options.token_counter, start_on)
+    plan = _plan(messages, query, max_tokens, keep_last_turns, options.token_counter, start_on, keep_alternation)
     return _prune(plan, (lambda: engine) if engine is not None else _shared_engine, options)
 
 
@@ -129,12 +147,17 @@ async def aprune_messages(
     engine: CPRSEngine | None = None,
     keep_last_turns: int = 1,
     start_on: Literal["human"] | None = None,
+    keep_alternation: bool = True,
     options: CompressionOptions | None = None,
     **overrides: Any,
 ) -> list[BaseMessage]:
-    """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread)."""
+    """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread).
+
+    With ``keep_alternation`` the texts are scored by ``engine.score`` in a worker thread (the engine has no
+    asynchronous ``score``): cancelling the task does not withdraw windows already queued.
+    """
     options = _memory_options(options, overrides)
-    plan = _plan(messages, query, max_tokens, keep_last_turns, options.token_counter, start_on)
+    plan = _plan(messages, query, max_tokens, keep_last_turns, options.token_counter, start_on, keep_alternation)
     get_engine = (lambda: engine) if engine is not None else _shared_engine
     return await _aprune(plan, get_engine, options)
 
@@ -167,6 +190,12 @@ class CPRSMessagePruner(EngineSettings, _MemoryOptions, RunnableSerializable[Mes
         default=None,
         description="'human': leave out the messages before the first HumanMessage (system messages aside).",
     )
+    keep_alternation: bool = Field(
+        default=True,
+        strict=True,
+        description="Keep roles alternating: an older message whose removal would put two human (or two AI) "
+        "messages side by side keeps its best unit, counted in max_tokens.",
+    )
 
     @model_validator(mode="after")
     def _check_options(self) -> CPRSMessagePruner:
@@ -184,12 +213,21 @@ class CPRSMessagePruner(EngineSettings, _MemoryOptions, RunnableSerializable[Mes
         return await self._acall_with_config(self._aprune, input, config)
 
     def _prune(self, messages: MessagesInput) -> list[BaseMessage]:
-        plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter, self.start_on)
-        return _prune(plan, self.get_engine, self._options())
+        return _prune(self._plan(messages), self.get_engine, self._options())
 
     async def _aprune(self, messages: MessagesInput) -> list[BaseMessage]:
-        plan = _plan(messages, self.query, self.max_tokens, self.keep_last_turns, self.token_counter, self.start_on)
-        return await _aprune(plan, self.get_engine, self._options())
+        return await _aprune(self._plan(messages), self.get_engine, self._options())
+
+    def _plan(self, messages: MessagesInput) -> _Plan:
+        return _plan(
+            messages,
+            self.query,
+            self.max_tokens,
+            self.keep_last_turns,
+            self.token_counter,
+            self.start_on,
+            self.keep_alternation,
+        )
 
     def _options(self) -> CompressionOptions:
         return CompressionOptions(**{name: getattr(self, name) for name in MEMORY_ADAPTER_FIELDS})
@@ -219,20 +257,132 @@ def _prune(plan: _Plan, get_engine: Callable[[], CPRSEngine], options: Compressi
     """Compress the plan's older text with the engine (loaded only if needed) and rebuild the messages."""
     if not plan.parts or plan.budget <= 0:
         return _assemble(plan, [])
+    engine = get_engine()
     texts = [part.text for part in plan.parts]
-    results = get_engine().compress(plan.query, texts, options, target_tokens=plan.budget)
-    return _assemble(plan, [result.text for result in results])
+    if not plan.keep_alternation:
+        results = engine.compress(plan.query, texts, options, target_tokens=plan.budget)
+        return _assemble(plan, [result.text for result in results])
+    scored = engine.score(plan.query, texts, options)
+    return _assemble(plan, _select_keeping_alternation(plan, engine, scored, options))
 
 
-async def _aprune(
-    plan: _Plan, get_engine: Callable[[], CPRSEngine], options: CompressionOptions
-) -> list[BaseMessage]:
+async def _aprune(plan: _Plan, get_engine: Callable[[], CPRSEngine], options: CompressionOptions) -> list[BaseMessage]:
     if not plan.parts or plan.budget <= 0:
         return _assemble(plan, [])
     engine = await asyncio.to_thread(get_engine)  # the first call loads the critic: not on the event loop
     texts = [part.text for part in plan.parts]
-    results = await engine.acompress(plan.query, texts, options, target_tokens=plan.budget)
-    return _assemble(plan, [result.text for result in results])
+    if not plan.keep_alternation:
+        results = await engine.acompress(plan.query, texts, options, target_tokens=plan.budget)
+        return _assemble(plan, [result.text for result in results])
+    scored = await asyncio.to_thread(engine.score, plan.query, texts, options)
+    kept = await asyncio.to_thread(_select_keeping_alternation, plan, engine, scored, options)
+    return _assemble(plan, kept)
+
+
+def _select_keeping_alternation(
+    plan: _Plan, engine: CPRSEngine, scored: list[TokenScores], options: CompressionOptions
+) -> list[str]:
+    """The kept text of each part of ``plan``: selection under the budget, with one unit reserved in each message
+    that must stay to keep roles alternating (module docstring). Scores are reused; only selection runs again.
+
+    Args:
+        plan: The pruning plan (its ``parts`` and ``budget``, in tokens of the options' counter).
+        engine: Anything with ``select`` (scores in, results out).
+        scored: The scores of ``plan.parts``, in order.
+        options: The compression options of the older text (their budget is replaced by the plan's).
+
+    Returns:
+        One string per part: its kept text (empty when nothing was kept). Kept texts plus reserves never exceed
+        ``plan.budget`` tokens.
+    """
+    results = engine.select(scored, options, target_tokens=plan.budget)
+    best_score = [result.score for result in results]
+    original = [result.original_tokens for result in results]
+    texts = [result.text for result in results]
+    reserved: dict[int, CompressionResult] = {}
+    while gaps := _alternation_gaps(plan.messages, _contents(plan, texts)):
+        added = False
+        for candidates in gaps:
+            part = max(
+                (p for p, tp in enumerate(plan.parts) if tp.message in candidates and tp.text.strip()),
+                key=lambda p: best_score[p],
+                default=None,
+            )
+            left = plan.budget - sum(r.compressed_tokens for r in reserved.values())
+            if part is None or left <= 0:
+                continue
+            unit = _best_unit(engine, scored[part], best_score[part], original[part], options, left)
+            if unit is not None:
+                reserved[part] = unit
+                added = True
+        if not added:
+            break  # no budget left for a unit: _assemble warns about the gaps that stay
+        left = plan.budget - sum(r.compressed_tokens for r in reserved.values())
+        rest = [p for p in range(len(plan.parts)) if p not in reserved]
+        texts = [reserved[p].text if p in reserved else "" for p in range(len(plan.parts))]
+        if rest and left > 0:
+            for p, result in zip(rest, engine.select([scored[p] for p in rest], options, target_tokens=left)):
+                texts[p] = result.text
+    return texts
+
+
+def _best_unit(
+    engine: CPRSEngine,
+    scored: TokenScores,
+    best_score: float,
+    original_tokens: int,
+    options: CompressionOptions,
+    left: int,
+) -> CompressionResult | None:
+    """The best unit of one text if it fits ``left`` tokens, else the best finer pieces of it that fit.
+
+    The best unit is the one with the highest keep score (``best_score``, ``CompressionResult.score``): with the
+    threshold set there, it is the only unit that may be kept. ``None`` when not even a word of it fits.
+    """
+    [unit] = engine.select([scored], options, target_tokens=max(1, original_tokens), score_threshold=best_score)
+    if not unit.spans:
+        return None
+    if unit.compressed_tokens <= left:
+        return unit
+    best = max(unit.spans, key=lambda span: span.score)
+    inside = (scored.offsets[:, 0] >= best.start) & (scored.offsets[:, 1] <= best.end)
+    piece = TokenScores(
+        text=scored.text[best.start : best.end],
+        offsets=scored.offsets[inside] - best.start,
+        probs=scored.probs[inside],
+        query=scored.query,
+    )
+    # Within the unit alone, the engine's finer fallback (sentences, clauses, words) fills ``left``.
+    [finer] = engine.select([piece], options, target_tokens=left, score_threshold=None)
+    return finer if finer.spans else None
+
+
+def _role(message: BaseMessage) -> str | None:
+    """``human`` or ``ai``: the roles that must alternate; ``None`` for the others (tool, system, ...)."""
+    if isinstance(message, HumanMessage):
+        return "human"
+    return "ai" if isinstance(message, AIMessage) else None
+
+
+def _alternation_gaps(messages: list[BaseMessage], contents: list[str | list[Any] | None]) -> list[list[int]]:
+    """Where dropped messages (content ``None``) put two messages of one role side by side: per such place, the
+    dropped messages of the other role (one of them kept restores the alternation). System messages are skipped."""
+    gaps: list[list[int]] = []
+    previous: int | None = None
+    dropped: list[int] = []
+    for i, message in enumerate(messages):
+        if isinstance(message, SystemMessage):
+            continue
+        if contents[i] is None:
+            dropped.append(i)
+            continue
+        role = _role(message)
+        if previous is not None and dropped and role is not None and role == _role(messages[previous]):
+            other = [k for k in dropped if _role(messages[k]) not in (None, role)]
+            if other:
+                gaps.append(other)
+        previous, dropped = i, []
+    return gaps
 
 
 def _plan(
@@ -242,6 +392,7 @@ def _plan(
     keep_last_turns: int,
     token_counter: Any,
     start_on: str | None = None,
+    keep_alternation: bool = True,
 ) -> _Plan:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
         raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
@@ -249,6 +400,8 @@ def _plan(
         raise ValueError(f"keep_last_turns must be a non-negative integer, got {keep_last_turns!r}")
     if start_on not in (None, "human"):
         raise ValueError(f"start_on must be None or 'human', got {start_on!r}")
+    if not isinstance(keep_alternation, bool):
+        raise ValueError(f"keep_alternation must be True or False, got {keep_alternation!r}")
     if isinstance(messages, (str, BaseMessage)):
         raise TypeError(f"messages must be a list of messages, got a single {type(messages).__name__}")
     messages = convert_to_messages(messages)
@@ -265,7 +418,7 @@ def _plan(
     parts = [p for i, m in enumerate(messages) if not verbatim[i] for p in _text_parts(i, m)]
     if verbatim_tokens + sum(count(p.text) for p in parts) <= max_tokens:
         # Already within budget: nothing to compress, every message is copied as it is.
-        return _Plan(messages, [True] * len(messages), [], max_tokens - verbatim_tokens, query or "", start_on)
+        return _Plan(messages, [True] * len(messages), [], max_tokens - verbatim_tokens, query or "", start_on, False)
     if verbatim_tokens > max_tokens:
         logger.warning(
             "cprs: the system messages and last %d turn(s) hold %d tokens, above max_tokens=%d; older turns are "
@@ -276,7 +429,7 @@ def _plan(
         )
     if query is None:
         query = _default_query(messages, human)
-    return _Plan(messages, verbatim, parts, max_tokens - verbatim_tokens, query, start_on)
+    return _Plan(messages, verbatim, parts, max_tokens - verbatim_tokens, query, start_on, keep_alternation)
 
 
 def _default_query(messages: list[BaseMessage], human: list[int]) -> str:
@@ -314,20 +467,37 @@ def _copy(message: BaseMessage, **update: Any) -> BaseMessage:
     return message.model_copy(update=update or None, deep=True)
 
 
-def _assemble(plan: _Plan, texts: list[str]) -> list[BaseMessage]:
+def _contents(plan: _Plan, texts: list[str]) -> list[str | list[Any] | None]:
+    """The new content of each message given the kept text of each part; ``None`` for a message that goes
+    (older, had text, nothing left, and no tool structure to keep)."""
     new_text: dict[tuple[int, int | None], str] = {
         (part.message, part.block): text for part, text in zip(plan.parts, texts)
     }
+    contents: list[str | list[Any] | None] = []
+    for i, message in enumerate(plan.messages):
+        if plan.verbatim[i]:
+            contents.append(message.content)
+            continue
+        had_text = any(p.text.strip() for p in _text_parts(i, message))
+        content = _compressed_content(i, message.content, new_text)
+        contents.append(None if had_text and not content and not _keeps_structure(message) else content)
+    return contents
+
+
+def _assemble(plan: _Plan, texts: list[str]) -> list[BaseMessage]:
+    contents = _contents(plan, texts)
+    if plan.keep_alternation and (gaps := _alternation_gaps(plan.messages, contents)):
+        logger.warning(
+            "cprs: no budget left to keep a unit of message(s) %s: two messages of one role are now side by side "
+            "(raise max_tokens or lower keep_last_turns)",
+            ", ".join(f"#{gap[0]}" if len(gap) == 1 else f"one of #{gap}" for gap in gaps),
+        )
     out = []
     for i, message in enumerate(plan.messages):
         if plan.verbatim[i]:
             out.append(_copy(message))
-            continue
-        had_text = any(p.text.strip() for p in _text_parts(i, message))
-        content = _compressed_content(i, message.content, new_text)
-        if had_text and not content and not _keeps_structure(message):
-            continue
-        out.append(_copy(message, content=content))
+        elif contents[i] is not None:
+            out.append(_copy(message, content=contents[i]))
     return _start_on_human(out) if plan.start_on == "human" else out
 
 

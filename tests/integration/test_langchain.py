@@ -623,11 +623,94 @@ def test_prune_messages_start_on_human_drops_the_leading_ai_and_tool_messages(ca
     assert pruner.invoke(history) == started
 
 
+def same_role_neighbours(messages: list[BaseMessage]) -> list[tuple[str | None, str | None]]:
+    """Ids of the human / human and AI / AI pairs side by side (system messages skipped)."""
+    conversation = [m for m in messages if not isinstance(m, SystemMessage)]
+    return [
+        (a.id, b.id)
+        for a, b in zip(conversation, conversation[1:])
+        if (isinstance(a, HumanMessage) and isinstance(b, HumanMessage))
+        or (isinstance(a, AIMessage) and isinstance(b, AIMessage))
+    ]
+
+
+async def test_keep_alternation_keeps_a_unit_between_two_human_turns_within_budget(tiny_engine) -> None:
+    history = chat_history()
+    assert same_role_neighbours(history) == []
+    max_tokens = message_tokens(history) // 3
+    last_turn_from = max(i for i, m in enumerate(history) if isinstance(m, HumanMessage))
+
+    dropped = prune_messages(history, engine=tiny_engine, max_tokens=max_tokens, keep_alternation=False)
+    human_pairs = [
+        (a, b) for a, b in same_role_neighbours(dropped) if a is not None and b is not None and a[0] == b[0] == "h"
+    ]
+    assert human_pairs, "the history must put two human messages side by side without the option"
+
+    kept = prune_messages(history, engine=tiny_engine, max_tokens=max_tokens)
+    assert same_role_neighbours(kept) == []
+    assert message_tokens(kept) <= max_tokens
+    check_pruned(kept, history, last_turn_from)
+    ids = [m.id for m in kept]
+    for a, b in human_pairs:  # something now stands between the two human messages (never a merge)
+        assert ids.index(b) - ids.index(a) > 1
+    by_id = {m.id: m for m in history}
+    restored = [m for m in kept if m.id not in {d.id for d in dropped}]
+    assert restored and all(m.content and "".join(text_parts(m)) != "".join(text_parts(by_id[m.id])) for m in restored)
+
+    # The runnable has the option too, with the same default; the async path gives the same result.
+    assert CPRSMessagePruner(engine=tiny_engine, max_tokens=max_tokens).invoke(history) == kept
+    off = CPRSMessagePruner(engine=tiny_engine, max_tokens=max_tokens, keep_alternation=False)
+    assert off.invoke(history) == dropped
+    assert await aprune_messages(history, engine=tiny_engine, max_tokens=max_tokens) == kept
+    with pytest.raises(ValueError, match="keep_alternation"):
+        CPRSMessagePruner(engine=tiny_engine, max_tokens=max_tokens, keep_alternation="yes")
+    with pytest.raises(ValueError, match="keep_alternation must be True or False"):
+        prune_messages(history, engine=tiny_engine, max_tokens=max_tokens, keep_alternation=1)
+
+
+def test_keep_alternation_keeps_a_finer_piece_when_the_unit_does_not_fit(tiny_engine, caplog) -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/chart.png"}}
+    answer = (
+        "The essay says that startups grow fast when founders talk to users every single week. "
+        "It also says that most good ideas look bad at first."
+    )
+    history = [
+        HumanMessage([{"type": "text", "text": "What does the essay say about how startups grow?"}, image], id="h0"),
+        AIMessage(answer, id="a0"),
+        HumanMessage("And about investors?", id="h1"),
+    ]
+    verbatim = count_tokens("And about investors?")
+    # A threshold above every unit's score empties the older text: only the kept unit remains (the threshold is
+    # no floor for it: the shape of the conversation comes first).
+    for room in (2, 8, 20):
+        off = prune_messages(
+            history, engine=tiny_engine, max_tokens=verbatim + room, score_threshold=0.999, keep_alternation=False
+        )
+        assert [m.id for m in off] == ["h0", "h1"]
+        on = prune_messages(history, engine=tiny_engine, max_tokens=verbatim + room, score_threshold=0.999)
+        assert [m.id for m in on] == ["h0", "a0", "h1"]
+        assert message_tokens(on) <= verbatim + room
+        assert on[1].content and all(piece in answer for piece in on[1].content.split(SEPARATOR))
+        if room == 2:  # no sentence fits in 2 tokens: a finer piece of the best one
+            assert on[1].content not in (answer.split(". ")[0] + ".", answer.split(". ")[1])
+    with caplog.at_level(logging.WARNING, logger="cprs_integrations.langchain.memory"):
+        none_left = prune_messages(history, engine=NoEngine(), max_tokens=verbatim)
+    assert [m.id for m in none_left] == ["h0", "h1"]
+    assert "no budget left to keep a unit" in caplog.text
+
+
 class SpyEngine:
-    """A real engine that records the options of each call."""
+    """A real engine that records the options of each scoring call (compress, acompress or score)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine, self.calls = engine, []
+
+    def score(self, query: str, texts: list[str], options: Any = None, **overrides: Any) -> Any:
+        self.calls.append(CompressionOptions.build(options, **overrides))
+        return self.engine.score(query, texts, options, **overrides)
+
+    def select(self, scored: Any, options: Any = None, **overrides: Any) -> Any:
+        return self.engine.select(scored, options, **overrides)
 
     def compress(self, query: str, texts: list[str], options: Any = None, **overrides: Any) -> Any:
         self.calls.append(CompressionOptions.build(options, **overrides))
