@@ -10,12 +10,16 @@ Example:
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda > mps > cpu); an explicit device that is missing is an error"
+DTYPE_HELP = "auto (bf16 on CPUs with AMX / AVX-512-BF16, fp16 for decoder critics on GPU, else fp32) or a dtype name"
 
 #: Command-line flags of the compression options: flag -> (option name, argparse type). Help and choices come from
 #: :class:`CompressionOptions`, where each option is declared.
@@ -56,19 +60,55 @@ def _options(args: argparse.Namespace) -> Any:
     return CompressionOptions(**given, per_text_budget=args.per_text_budget)
 
 
+def _read_inputs(files: list[str], encoding: str) -> list[tuple[str, str]]:
+    """(name, text) of each file, or of stdin when there is none; a UTF-8 byte-order mark is dropped (span
+    offsets then count from the first character after it)."""
+    if not files:
+        return [("<stdin>", sys.stdin.read().removeprefix("\ufeff"))]
+    inputs = []
+    for name in files:
+        path = Path(name)
+        if path.is_dir():
+            raise ValueError(f"{name} is a folder; pass text files (e.g. {name}/*.txt)")
+        if not path.exists():
+            raise FileNotFoundError(f"{name}: no such file")
+        try:
+            text = path.read_text(encoding="utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding)
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{name} is not valid {encoding} (byte {e.start}: {e.reason}); pass its encoding with --encoding"
+            ) from None
+        except LookupError:
+            raise ValueError(f"unknown --encoding {encoding!r}") from None
+        inputs.append((name, text))
+    return inputs
+
+
 def _compress(args: argparse.Namespace) -> int:
     from cprs_integrations.engine.engine import CPRSEngine
 
     options = _options(args)  # checked before the critic loads
-    texts = [Path(f).read_text(encoding="utf-8") for f in args.files] if args.files else [sys.stdin.read()]
+    inputs = _read_inputs(args.files, args.encoding)
     engine = CPRSEngine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    results = engine.compress(args.query, texts, options)
+    results = engine.compress(args.query, [text for _, text in inputs], options)
+    names = [name for name, _ in inputs]
+    if args.html:
+        sections = [f"<h3>{html.escape(n)}</h3>{r.to_html(max_chars=None)}" for n, r in zip(names, results)]
+        Path(args.html).write_text("<!doctype html><meta charset='utf-8'>" + "".join(sections), encoding="utf-8")
     if args.json:
-        names = args.files or ["<stdin>"]
         print(json.dumps([{"file": n, **r.to_dict()} for n, r in zip(names, results)], indent=2, ensure_ascii=False))
-    else:
-        for result in results:
-            print(result.text)
+        return 0
+    for name, result in zip(names, results):
+        if len(results) > 1:
+            print(f"==> {name} <==")
+        print(result.text)
+        ratio = "nothing kept" if not result.spans else f"{result.ratio:.1f}x"
+        reason = f", {result.empty_reason}" if result.empty_reason else ""
+        print(
+            f"cprs: {name}: {result.original_tokens:,} -> {result.compressed_tokens:,} tokens ({ratio}{reason}), "
+            f"{result.granularity_used}, {result.timings.get('total_s', 0.0):.2f} s",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -124,30 +164,37 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cprs_integrations import __version__
+
     parser = argparse.ArgumentParser(prog="cprs", description="Query-guided context compression (QwenLong-CPRS).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     compress = commands.add_parser("compress", help="compress files (or stdin) for a query")
     compress.add_argument("files", nargs="*", help="text files; stdin when none")
     compress.add_argument("--query", required=True, help="what the user asks: it guides what is kept")
     _add_option_flags(compress)
-    compress.add_argument("--model", default=None, help="critic folder or hub id (default: embedded)")
-    compress.add_argument("--device", default=None)
-    compress.add_argument("--dtype", default="auto")
-    compress.add_argument("--json", action="store_true", help="print results as JSON")
+    compress.add_argument("--model", default=None, help="critic folder or hub id (default: the embedded critic)")
+    compress.add_argument("--device", default=None, help=DEVICE_HELP)
+    compress.add_argument("--dtype", default="auto", help=DTYPE_HELP)
+    compress.add_argument("--encoding", default="utf-8", help="encoding of the input files (default: utf-8)")
+    compress.add_argument("--json", action="store_true", help="print results as JSON (one object per file)")
+    compress.add_argument(
+        "--html", default=None, metavar="FILE", help="also write the texts with kept spans highlighted"
+    )
     compress.set_defaults(func=_compress)
 
     demo = commands.add_parser("demo", help="compress the bundled sample document and print what was kept")
-    demo.add_argument("--model", default=None, help="critic folder or hub id (default: embedded)")
-    demo.add_argument("--device", default=None)
+    demo.add_argument("--model", default=None, help="critic folder or hub id (default: the embedded critic)")
+    demo.add_argument("--device", default=None, help=DEVICE_HELP)
     demo.set_defaults(func=_demo)
 
     train = commands.add_parser("train", help="train an encoder critic (CPU friendly)")
-    train.add_argument("--config", required=True)
-    train.add_argument("--output", required=True)
-    train.add_argument("--seed", type=int, default=None)
-    train.add_argument("--resume", action="store_true")
-    train.add_argument("--stop-after-minutes", type=float, default=None)
+    train.add_argument("--config", required=True, help="training config JSON (see training/configs/)")
+    train.add_argument("--output", required=True, help="folder for checkpoints and the trained critic")
+    train.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    train.add_argument("--stop-after-minutes", type=float, default=None, help="save and stop after this long")
     train.add_argument("--stop-at-step", type=int, default=None, help="finish early (LR schedule unchanged)")
     train.set_defaults(func=_train)
     return parser
