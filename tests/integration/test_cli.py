@@ -87,6 +87,6 @@ def test_version_and_help_on_every_flag(capsys):
         main(["--version"])
     assert __version__ in capsys.readouterr().out
     parser = build_parser()
-    for action in parser._subparsers._group_actions[0].choices.values():  # noqa: SLF001 (argparse has no API)
+    for action in parser._subparsers._group_actions[0].choices.values():
         for flag in action._actions:
             assert flag.help, f"{action.prog} {flag.option_strings or flag.dest} has no help"
