@@ -41,7 +41,13 @@ def with_text(node: BaseNode, text: str, figures: dict[str, Any]) -> BaseNode:
 
 
 def span_node(source: BaseNode, source_text: str, span: KeptSpan) -> TextNode:
-    """A new ``TextNode`` holding ``source_text[span.start:span.end]``, linked to ``source`` as its SOURCE."""
+    """A new ``TextNode`` holding ``source_text[span.start:span.end]``, linked to ``source`` as its SOURCE.
+
+    ``metadata["cprs"]["start"/"end"]`` are offsets in the source node's text; ``start_char_idx`` /
+    ``end_char_idx`` are offsets in the document, as LlamaIndex means them: shifted by the source node's own
+    ``start_char_idx`` when it is a chunk of a larger document.
+    """
+    shift = source.start_char_idx if isinstance(getattr(source, "start_char_idx", None), int) else 0
     metadata = copy.deepcopy(source.metadata)
     metadata[METADATA_KEY] = {
         "source_node_id": source.node_id,
@@ -56,8 +62,8 @@ def span_node(source: BaseNode, source_text: str, span: KeptSpan) -> TextNode:
         excluded_llm_metadata_keys=list(source.excluded_llm_metadata_keys),
         excluded_embed_metadata_keys=list(source.excluded_embed_metadata_keys),
         relationships={NodeRelationship.SOURCE: source.as_related_node_info().model_copy(deep=True)},
-        start_char_idx=span.start,
-        end_char_idx=span.end,
+        start_char_idx=shift + span.start,
+        end_char_idx=shift + span.end,
         metadata_template=source.metadata_template,
         metadata_separator=source.metadata_separator,
     )

@@ -466,3 +466,20 @@ def test_keep_retrieval_score_keeps_the_retrievers_score(tiny_engine: Any, nodes
 def test_retriever_rejects_unknown_arguments() -> None:
     with pytest.raises(TypeError, match="top_n"):
         CPRSRetriever([], top_n=2)
+
+
+def test_span_offsets_of_a_chunk_node_are_document_offsets(tiny_engine: Any, documents: list[Document]) -> None:
+    from llama_index.core.node_parser import SentenceSplitter
+
+    document = documents[0]
+    chunks = SentenceSplitter(chunk_size=64, chunk_overlap=0).get_nodes_from_documents([document])
+    assert len(chunks) > 1 and chunks[-1].start_char_idx > 0
+    out = CPRSRetriever(chunks[1:], engine=tiny_engine, similarity_top_k=5).retrieve(QUERY)
+    assert out
+    for item in out:
+        figures = item.node.metadata["cprs"]
+        chunk = next(c for c in chunks if c.node_id == figures["source_node_id"])
+        assert item.node.text == chunk.text[figures["start"] : figures["end"]]  # offsets in the chunk's text
+        start, end = item.node.start_char_idx, item.node.end_char_idx
+        assert (start, end) == (chunk.start_char_idx + figures["start"], chunk.start_char_idx + figures["end"])
+        assert document.text[start:end] == item.node.text  # offsets in the document
