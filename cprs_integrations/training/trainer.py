@@ -27,6 +27,9 @@ from cprs_integrations.models.base import ID2LABEL, LABEL2ID, TAG_B, TAG_E, TAG_
 from cprs_integrations.training.data import Example, hotpot_example, hotpot_records
 from cprs_integrations.training.synthetic import synthetic_examples
 
+#: Model inputs of a collated batch (``token_type_ids`` only for models that take it).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
 logger = logging.getLogger(__name__)
 
 
@@ -167,8 +170,12 @@ def epoch_batches(config: TrainConfig, records: list[WindowRecord], epoch: int) 
     return batches
 
 
-def collate(records: list[WindowRecord], pad_id: int) -> dict[str, Any]:
-    """Padded model inputs plus flattened labels of the window (content) tokens."""
+def collate(records: list[WindowRecord], pad_id: int, token_types: bool = True) -> dict[str, Any]:
+    """Padded model inputs plus flattened labels of the window (content) tokens.
+
+    ``token_types``: also give ``token_type_ids`` (0 prefix, 1 window), as inference does for models that have
+    token types (BERT-style; not RoBERTa or DistilBERT): see :func:`~cprs_integrations.models.encoder.uses_token_types`.
+    """
     import torch
 
     longest = max(len(r) for r in records)
@@ -190,10 +197,11 @@ def collate(records: list[WindowRecord], pad_id: int) -> dict[str, Any]:
         unit_ids.append(np.where(rec.unit_of_token >= 0, rec.unit_of_token + unit_offset, -1))
         labels.append(rec.unit_labels)
         unit_offset += len(rec.unit_labels)
+    inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if token_types:
+        inputs["token_type_ids"] = torch.from_numpy(types)
     return {
-        "input_ids": torch.from_numpy(ids),
-        "attention_mask": torch.from_numpy(mask),
-        "token_type_ids": torch.from_numpy(types),
+        **inputs,
         "rows": torch.from_numpy(np.concatenate(rows)),
         "cols": torch.from_numpy(np.concatenate(cols)),
         "tags": torch.from_numpy(np.concatenate(tags)),
@@ -237,7 +245,7 @@ def new_critic_model(config: TrainConfig) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from cprs_integrations.models.testing import minilm_dir
+    from cprs_integrations.models.assets import minilm_dir
 
     if config.init_from is not None:
         folder = Path(config.init_from)
@@ -271,14 +279,32 @@ def new_critic_model(config: TrainConfig) -> tuple[Any, Any]:
 def _optimizer(model: Any, config: TrainConfig) -> Any:
     import torch
 
-    n_layers = model.config.num_hidden_layers
-    high = {f"bert.encoder.layer.{i}." for i in range(n_layers - config.high_lr_top_layers, n_layers)}
+    high = top_layer_prefixes(model, config.high_lr_top_layers)
     head, body = [], []
     for name, param in model.named_parameters():
-        (head if name.startswith("classifier") or any(name.startswith(h) for h in high) else body).append(param)
+        (head if name.startswith("classifier") or name.startswith(high) else body).append(param)
     return torch.optim.AdamW(
         [{"params": head, "lr": config.lr_head}, {"params": body, "lr": config.lr_body}],
         weight_decay=config.weight_decay,
+    )
+
+
+def top_layer_prefixes(model: Any, count: int) -> tuple[str, ...]:
+    """Parameter-name prefixes of the ``count`` top transformer layers, found in the model itself: the module
+    list holding ``config.num_hidden_layers`` layers (``bert.encoder.layer``, ``roberta.encoder.layer``,
+    ``distilbert.transformer.layer``, ...).
+
+    Raises:
+        ValueError: no such module list (a base this trainer does not know how to split).
+    """
+    import torch
+
+    n_layers = int(model.config.num_hidden_layers)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            return tuple(f"{name}.{i}." for i in range(max(0, n_layers - count), n_layers))
+    raise ValueError(
+        f"cannot find the {n_layers} transformer layers of {type(model).__name__} (a ModuleList of that length)"
     )
 
 
@@ -306,7 +332,7 @@ def train(
     """
     import torch
 
-    from cprs_integrations.models.encoder import EncoderCritic
+    from cprs_integrations.models.encoder import EncoderCritic, uses_token_types
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -333,23 +359,20 @@ def train(
     last_checkpoint = time.time()
     tokens_seen, window_started = 0, time.time()
     pad_id = tokenizer.pad_token_id or 0
+    token_types = uses_token_types(model.config)
     last_step = config.max_steps if stop_at_step is None else min(stop_at_step, config.max_steps)
     while step < last_step:
         records = build_windows(critic, epoch_examples(config, epoch), config.window_tokens)
         batches = epoch_batches(config, records, epoch)
         logger.info("epoch %d: %d windows, %d batches", epoch, len(records), len(batches))
         while position < len(batches) and step < last_step:
-            batch = collate([records[i] for i in batches[position]], pad_id)
+            batch = collate([records[i] for i in batches[position]], pad_id, token_types)
             for group in optimizer.param_groups:
                 group["lr"] = (config.lr_head if group is optimizer.param_groups[0] else config.lr_body) * _lr_factor(
                     step, config
                 )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    token_type_ids=batch["token_type_ids"],
-                ).logits
+                logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
             loss, parts = critic_loss(logits, batch, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -67,3 +67,45 @@ def test_config_files_are_checked(tmp_path: Path):
     shipped = Path(__file__).parents[2] / "cprs_integrations" / "training" / "configs"
     for config in shipped.glob("*.json"):
         TrainConfig.from_file(config)  # every shipped config is valid
+
+
+def test_token_types_and_top_layers_come_from_the_model() -> None:
+    import numpy as np
+    from transformers import (
+        BertConfig,
+        BertForTokenClassification,
+        DistilBertConfig,
+        DistilBertForTokenClassification,
+        RobertaConfig,
+        RobertaForTokenClassification,
+    )
+
+    from cprs_integrations.models.encoder import uses_token_types
+    from cprs_integrations.training.trainer import WindowRecord, collate, top_layer_prefixes
+
+    small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100}
+    bert = BertForTokenClassification(BertConfig(num_hidden_layers=3, num_labels=4, **small))
+    roberta = RobertaForTokenClassification(
+        RobertaConfig(num_hidden_layers=3, num_labels=4, type_vocab_size=1, **small)
+    )
+    distil = DistilBertForTokenClassification(
+        DistilBertConfig(n_layers=3, dim=32, n_heads=2, hidden_dim=64, vocab_size=100, num_labels=4)
+    )
+    assert uses_token_types(bert.config) and not uses_token_types(roberta.config)
+    assert not uses_token_types(distil.config)
+    assert top_layer_prefixes(bert, 2) == ("bert.encoder.layer.1.", "bert.encoder.layer.2.")
+    assert top_layer_prefixes(roberta, 1) == ("roberta.encoder.layer.2.",)
+    assert top_layer_prefixes(distil, 1) == ("distilbert.transformer.layer.2.",)
+
+    record = WindowRecord(
+        head=[1, 5, 2],
+        tail=[2],
+        ids=np.array([7, 8, 9]),
+        tags=np.array([2, 0, 3]),
+        unit_of_token=np.array([0, 0, 0]),
+        unit_labels=np.array([1.0], dtype=np.float32),
+    )
+    assert "token_type_ids" in collate([record], 0, token_types=True)
+    batch = collate([record], 0, token_types=False)
+    assert "token_type_ids" not in batch
+    roberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # runs without token types
