@@ -55,13 +55,15 @@ def bm25(query: str, documents: Sequence[str]) -> np.ndarray:
     floor = EPSILON * sum(idf.values()) / len(idf)
     idf = {w: (floor if v < 0 else v) for w, v in idf.items()}
     norm = K1 * (1 - B + B * lengths / lengths.mean())
+    # Each distinct query word once (times its count, as rank_bm25 sums over repeats), and each document only over
+    # the query words it holds: the cost follows the corpus, not the query (a 5,000-word query stays cheap).
+    query_counts = {w: n for w, n in Counter(words(query)).items() if idf.get(w)}
+    query_words = query_counts.keys()
     scores = np.zeros(n_docs)
-    for word in words(query):
-        weight = idf.get(word)
-        if not weight:
-            continue
-        tf = np.asarray([c.get(word, 0) for c in corpus], dtype=np.float64)
-        scores += weight * tf * (K1 + 1) / (tf + norm)
+    for d, counts in enumerate(corpus):
+        for word in counts.keys() & query_words:
+            tf = counts[word]
+            scores[d] += query_counts[word] * idf[word] * tf * (K1 + 1) / (tf + norm[d])
     return scores
 
 
