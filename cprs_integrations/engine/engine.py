@@ -92,6 +92,7 @@ class CPRSEngine:
         self.max_input_tokens = _positive_int("max_input_tokens", max_input_tokens)
         self._workers = [critic, *replicas]
         self._max_token_chars: int | None = None
+        self._warned_unknown = False
         self.scheduler = BatchScheduler(
             self._workers,
             batch_size=self.batch_size,
@@ -361,6 +362,7 @@ class CPRSEngine:
                 f"the texts hold {total_tokens} critic tokens, above max_input_tokens={self.max_input_tokens}; "
                 "split the call or build the engine with a larger max_input_tokens"
             )
+        self._warn_unknown_tokens(tokenized)
         layout = self.critic.prompt_layout(instruction, query, max_prefix_tokens=self.window_tokens // 2)
         content_tokens = self.window_tokens - layout.overhead
         windows: list[tuple[int, int, int]] = []  # (text index, token start, token end)
@@ -377,6 +379,25 @@ class CPRSEngine:
             "critic_tokens": float(total_tokens),
         }
         return _Plan(query, texts, tokenized, layout, windows, timings)
+
+    def _warn_unknown_tokens(self, tokenized: list[TokenizedText]) -> None:
+        """Log once per engine when most critic tokens of a text are unknown to its vocabulary (e.g. Chinese for
+        the embedded English critic): its scores then carry little meaning."""
+        unknown = getattr(self.critic.tokenizer, "unk_token_id", None)
+        if unknown is None or self._warned_unknown:
+            return
+        for i, tok in enumerate(tokenized):
+            if len(tok) >= 16 and np.count_nonzero(tok.ids == unknown) > len(tok) // 2:
+                self._warned_unknown = True
+                logger.warning(
+                    "cprs: %d of the %d critic tokens of texts[%d] are unknown to the critic %s; its scores are not "
+                    "meaningful for this text (the embedded default critic knows English only). Logged once.",
+                    int(np.count_nonzero(tok.ids == unknown)),
+                    len(tok),
+                    i,
+                    self.critic.name_or_path,
+                )
+                return
 
     def _refuse_from_characters(self, texts: list[str]) -> None:
         """Refuse a call that certainly holds more than ``max_input_tokens`` critic tokens, without tokenizing it:

@@ -242,3 +242,12 @@ def test_an_input_that_is_surely_too_long_is_refused_before_tokenizing(fake_crit
     monkeypatch.setattr(engine_module, "tokenize_with_offsets", never)
     with pytest.raises(ValueError, match=r"at least .* critic tokens .*max_input_tokens=1,000"):
         engine.compress("zebra", ["word " * 50_000])
+
+
+def test_a_text_mostly_unknown_to_the_critic_is_logged_once(fake_engine, caplog):
+    tibetan = "ᏣᎳᎩ ᎦᏬᏂᎯᏍᏗ ᎠᏂᏴᏫᏯ. " * 20  # Cherokee: not in the MiniLM vocabulary
+    with caplog.at_level("WARNING"):
+        fake_engine.compress("zebra", [tibetan])
+        fake_engine.compress("zebra", [tibetan])
+        fake_engine.compress("zebra", [DOC])
+    assert sum("unknown to the critic" in r.getMessage() for r in caplog.records) == 1
