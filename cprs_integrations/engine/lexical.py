@@ -28,7 +28,7 @@ K1, B, EPSILON = 1.5, 0.75, 0.25
 def words(text: str) -> list[str]:
     """Lower-cased word tokens.
 
-    Example:
+    Examples:
         >>> words("Who wrote 'Dune'?")
         ['who', 'wrote', 'dune']
     """
@@ -38,7 +38,7 @@ def words(text: str) -> list[str]:
 def bm25(query: str, documents: Sequence[str]) -> np.ndarray:
     """Okapi BM25 of each document for ``query`` (``rank_bm25.BM25Okapi`` defaults, same figures).
 
-    Example:
+    Examples:
         >>> scores = bm25("red fox", ["the red fox", "a blue bird", "red paint"])
         >>> int(scores.argmax())
         0
@@ -70,7 +70,7 @@ def bm25(query: str, documents: Sequence[str]) -> np.ndarray:
 def zscore(values: np.ndarray) -> np.ndarray:
     """``(x - mean) / std`` over the finite values; non-finite ones first become the minimum; all equal -> zeros.
 
-    Example:
+    Examples:
         >>> zscore(np.array([1.0, 3.0])).tolist()
         [-1.0, 1.0]
     """

@@ -48,7 +48,7 @@ _HITS_KEY = "_cprs_protected"
 def looks_like_markdown(text: str) -> bool:
     """Whether ``text`` has Markdown syntax: a heading, a fence, a table, a link/image, inline code or a list.
 
-    Example:
+    Examples:
         >>> looks_like_markdown("# Title\\n\\nText."), looks_like_markdown("Just prose. Nothing else.")
         (True, False)
     """

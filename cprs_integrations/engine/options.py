@@ -12,7 +12,7 @@ are overridden (:meth:`CompressionOptions.merged`), a new budget (or ``mode``) r
 
 No torch here.
 
-Example:
+Examples:
     >>> options = CompressionOptions(target_ratio=0.1)
     >>> options.granularity, options.target_ratio
     ('sentence', 0.1)
@@ -52,7 +52,7 @@ class CompressionOptions(BaseModel):
     field, the value and what is allowed. Numpy scalars of the right kind (``np.float32`` ratios, ``np.int64``
     token counts) are accepted; strings and booleans are not numbers here.
 
-    Example:
+    Examples:
         >>> CompressionOptions(granularity="paragraph", target_tokens=500).target_tokens
         500
     """

@@ -3,7 +3,7 @@
 The instruction tells the critic *what* to keep and at which granularity; ``instruction=`` on
 :meth:`CPRSEngine.compress` replaces it with free text.
 
-Example:
+Examples:
     >>> instruction_for("sentence")
     "Extract some sentences from the documents as the supporting facts for answering the user's question."
 """

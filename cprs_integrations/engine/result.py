@@ -74,7 +74,7 @@ class CompressionResult:
             ``below_score_threshold``, ``outranked`` (the call's one budget went to other texts),
             ``nothing_fits`` or ``no_tags`` (tags mode).
 
-    Example:
+    Examples:
         >>> r = CompressionResult(text="b", spans=(KeptSpan(2, 3, 0.9),), source="a b c", original_tokens=3,
         ...                       compressed_tokens=1, granularity="token", mode="budget", separator=" ... ")
         >>> r.ratio, r.kept_fraction, r.span_texts

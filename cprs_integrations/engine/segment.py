@@ -23,7 +23,7 @@ Finer units inside one unit, for selection's fallbacks: :func:`clause_spans` and
 ``start``/``end`` range. :func:`heading_spans`, :func:`markdown_headings` and :func:`heading_of` expose the
 Markdown heading structure so a selection can keep a heading with what follows it.
 
-Example:
+Examples:
     >>> sentence_spans("One. Two! three?\\nFour").tolist()
     [[0, 4], [5, 16], [17, 21]]
 """
@@ -192,7 +192,7 @@ def word_spans(text: str, start: int = 0, end: int | None = None) -> np.ndarray:
     Returns:
         ``(n, 2)`` int64 ``[start, end)`` offsets.
 
-    Example:
+    Examples:
         >>> word_spans(" to be ").tolist()
         [[1, 3], [4, 6]]
         >>> t = "我们今天去北京。"
@@ -227,7 +227,7 @@ def clause_spans(text: str, start: int = 0, end: int | None = None) -> np.ndarra
     Returns:
         ``(n, 2)`` int64 offsets into ``text``, covering every non-whitespace character of the range.
 
-    Example:
+    Examples:
         >>> t = "First, we wait; then, at 12:30, we go."
         >>> [t[s:e] for s, e in clause_spans(t)]
         ['First,', 'we wait;', 'then,', 'at 12:30,', 'we go.']
@@ -404,7 +404,7 @@ def sentence_spans(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> np.ndarray
     Returns:
         ``(n, 2)`` int64 array of ``[start, end)`` offsets.
 
-    Example:
+    Examples:
         >>> sentence_spans("Dr. Who came. He left.").tolist()
         [[0, 13], [14, 22]]
         >>> t = "राम घर गया। सीता आई।"
@@ -422,7 +422,7 @@ def paragraph_spans(text: str) -> np.ndarray:
 
     In Markdown, a heading is a paragraph of its own and a code block, HTML block or table is never split.
 
-    Example:
+    Examples:
         >>> paragraph_spans("A a.\\nA b.\\n\\nB a.").tolist()
         [[0, 9], [11, 15]]
     """
@@ -450,7 +450,7 @@ def chunk_spans(
         chunk_tokens: Target chunk size in critic tokens (>= 1).
         sentences: Precomputed :func:`sentence_spans`, if any.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> text = "A b. C d. E f."
         >>> offsets = np.array([[0, 1], [2, 4], [5, 6], [7, 9], [10, 11], [12, 14]])
@@ -515,7 +515,7 @@ class Headings(NamedTuple):
 def markdown_headings(text: str) -> Headings:
     """The Markdown headings of ``text`` (none unless the text looks like Markdown).
 
-    Example:
+    Examples:
         >>> h = markdown_headings("# A\\n\\nText.\\n\\n## B\\n\\nMore.")
         >>> h.spans.tolist(), h.levels.tolist(), h.parents.tolist()
         ([[0, 3], [12, 16]], [1, 2], [-1, 0])
@@ -553,7 +553,7 @@ def heading_of(text: str, units: np.ndarray) -> np.ndarray:
     Returns:
         ``(n,)`` int64.
 
-    Example:
+    Examples:
         >>> t = "# A\\n\\nOne. Two.\\n\\n## B\\n\\nThree."
         >>> heading_of(t, sentence_spans(t)).tolist()
         [0, 0, 0, 1, 1]

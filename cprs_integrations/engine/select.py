@@ -241,7 +241,7 @@ def glue_headings(text: str, units: np.ndarray) -> np.ndarray:
     Returns:
         ``(m, 2)`` spans, ``m <= n`` (the same array when the text has no headings).
 
-    Example:
+    Examples:
         >>> t = "# Tides\n\nThe moon pulls the sea. Waves follow.\n\n# Winds\n\nAir moves."
         >>> glue_headings(t, segment.sentence_spans(t)).tolist()
         [[0, 32], [33, 46], [48, 67]]

@@ -199,7 +199,7 @@ def join_spans(text: str, spans: np.ndarray, separator: str) -> str:
 def merge_adjacent(text: str, selection: Selection) -> Selection:
     """Merge kept spans separated only by whitespace: they are adjacent in the input, so no separator goes there.
 
-    Example:
+    Examples:
         >>> sel = Selection(np.array([[0, 2], [3, 5], [8, 9]]), np.array([0.5, 0.9, 0.1]))
         >>> merge_adjacent("A. B.  x y", sel).spans.tolist()
         [[0, 5], [8, 9]]

@@ -5,7 +5,7 @@ quarter, so that units are rarely split across windows; a hard cut is used only 
 restart at 0 in every window and each window is scored independently with the shared prefix, so cost is linear in
 the length of the text.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> cut_windows(n_tokens=10, content_tokens=4, preferred_starts=np.array([3, 7])).tolist()
     [[0, 3], [3, 7], [7, 10]]

@@ -11,7 +11,7 @@
 Importing this package imports ``langchain_core`` but not torch: the critic loads on first use, through
 ``CPRSEngine.shared`` (one loaded critic per process), unless an ``engine=`` is passed.
 
-Example:
+Examples:
     >>> from cprs_integrations.langchain import CPRSDocumentCompressor
     >>> compressor = CPRSDocumentCompressor(target_ratio=0.1)
     >>> compressed = compressor.compress_documents(docs, "Who directed Ed Wood?")  # doctest: +SKIP

@@ -38,7 +38,7 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
 
     The critic loads on first use (``CPRSEngine.shared(model, **engine_kwargs)``), or pass ``engine=``.
 
-    Example:
+    Examples:
         >>> from langchain_classic.retrievers import ContextualCompressionRetriever
         >>> compressor = CPRSDocumentCompressor(target_ratio=0.1)
         >>> retriever = ContextualCompressionRetriever(

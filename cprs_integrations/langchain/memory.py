@@ -129,7 +129,7 @@ def prune_messages(
             no query at all (none given and no human text) when something must be compressed.
         TypeError: an unknown option name.
 
-    Example:
+    Examples:
         >>> pruned = prune_messages(history, max_tokens=2000)  # doctest: +SKIP
         >>> [type(m).__name__ for m in pruned]  # doctest: +SKIP
         ['SystemMessage', 'HumanMessage', 'AIMessage', 'ToolMessage', 'AIMessage', 'HumanMessage']
@@ -171,7 +171,7 @@ class CPRSMessagePruner(EngineSettings, _MemoryOptions, RunnableSerializable[Mes
     Its input is a list of messages (or a ``ChatPromptValue``), its output the pruned list; ``invoke``,
     ``ainvoke``, ``batch`` and ``|`` work as for any runnable, and each call is traced as one chain run.
 
-    Example:
+    Examples:
         >>> pruner = CPRSMessagePruner(max_tokens=4000, keep_last_turns=2)
         >>> chain = prompt | pruner | chat_model  # doctest: +SKIP
         >>> pruned = pruner.invoke(history)  # doctest: +SKIP

@@ -12,7 +12,7 @@
 Both load the critic on first use (``CPRSEngine.shared``) unless ``engine=`` is given, and have the asynchronous
 hooks (``awrap_model_call``, ``awrap_tool_call``) for ``agent.ainvoke`` / ``astream``.
 
-Example:
+Examples:
     >>> from langchain.agents import create_agent
     >>> agent = create_agent(
     ...     "openai:gpt-5-mini",
@@ -78,7 +78,7 @@ class CPRSPruningMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         ValueError: both ``pruner`` and settings, an unknown setting, or an invalid value (the message names it).
         TypeError: ``pruner`` is not a :class:`CPRSMessagePruner`.
 
-    Example:
+    Examples:
         >>> agent = create_agent(model, tools, middleware=[CPRSPruningMiddleware(max_tokens=4000)])  # doctest: +SKIP
         >>> agent.invoke({"messages": [("user", "What changed in v2?")]})  # doctest: +SKIP
     """
@@ -184,7 +184,7 @@ class CPRSToolOutputCompressor(AgentMiddleware[AgentState[Any], Any, Any]):
         ValueError: an unknown setting or an invalid value (the message names it); when a result is compressed
             without a ``query``, a state with no human text.
 
-    Example:
+    Examples:
         >>> compressor = CPRSToolOutputCompressor(max_tokens=500, tools=["fetch_page"])
         >>> agent = create_agent(model, [fetch_page], middleware=[compressor])  # doctest: +SKIP
     """

@@ -30,7 +30,7 @@ class CPRSRetriever(CompressionSettings, BaseRetriever):
     Cost grows linearly with the total length of the documents: for large collections, put a vector store first
     and use :class:`~cprs_integrations.langchain.CPRSDocumentCompressor` on what it returns.
 
-    Example:
+    Examples:
         >>> retriever = CPRSRetriever(documents=docs, target_ratio=0.05, k=5)  # doctest: +SKIP
         >>> for doc in retriever.invoke("Which company did she found?"):  # doctest: +SKIP
         ...     print(round(doc.metadata["cprs"]["score"], 2), doc.page_content)

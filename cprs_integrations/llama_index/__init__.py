@@ -3,7 +3,7 @@
 Importing this package needs ``llama-index-core`` but not torch: the critic loads on first use, through
 :meth:`CPRSEngine.shared` (one loaded critic per process) unless an ``engine=`` is given.
 
-Example:
+Examples:
     >>> from cprs_integrations.llama_index import CPRSNodePostprocessor
     >>> query_engine = index.as_query_engine(  # doctest: +SKIP
     ...     node_postprocessors=[CPRSNodePostprocessor(target_ratio=0.2)]

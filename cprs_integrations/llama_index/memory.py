@@ -60,13 +60,14 @@ class CPRSMemoryBlock(_MemoryOptions, BaseMemoryBlock[str]):
         model: Critic to load (local folder or hub id); ``None`` loads the embedded default critic.
         engine: A ready :class:`~cprs_integrations.engine.engine.CPRSEngine` (``model``/``engine_kwargs`` ignored).
         engine_kwargs: Options of :meth:`CPRSEngine.from_pretrained`.
-        granularity, score_threshold, instruction, language, separator, lexical_weight: as in
-            :class:`~cprs_integrations.engine.options.CompressionOptions` (``paragraph`` keeps whole messages).
+        **options: ``granularity``, ``score_threshold``, ``instruction``, ``language``, ``separator``,
+            ``lexical_weight``: as in :class:`~cprs_integrations.engine.options.CompressionOptions` (``paragraph``
+            keeps whole messages).
         token_counter: How tokens are counted; ``cl100k_base`` by default, the encoding of ``Memory``'s default
             tokenizer, so that the block and ``Memory`` agree on sizes.
         messages: The flushed messages (copies), oldest first.
 
-    Example:
+    Examples:
         >>> from llama_index.core.memory import Memory
         >>> from cprs_integrations.llama_index import CPRSMemoryBlock
         >>> memory = Memory.from_defaults(

@@ -44,8 +44,8 @@ class CPRSNodePostprocessor(_DocumentOptions, BaseNodePostprocessor):
         engine: A ready :class:`~cprs_integrations.engine.engine.CPRSEngine`; ``model`` and ``engine_kwargs`` are
             then ignored.
         engine_kwargs: Options of :meth:`CPRSEngine.from_pretrained` (``device``, ``dtype``, ``window_tokens``...).
-        granularity, mode, target_ratio, target_tokens, score_threshold, instruction, language, token_counter,
-            separator, lexical_weight: the options of
+        **options: ``granularity``, ``mode``, ``target_ratio``, ``target_tokens``, ``score_threshold``,
+            ``instruction``, ``language``, ``token_counter``, ``separator``, ``lexical_weight``: the options of
             :class:`~cprs_integrations.engine.options.CompressionOptions` (declared there; budget default
             ``target_ratio=0.2``).
         per_node_budget: Apply the budget to each node separately instead of across all nodes (the engine's
@@ -56,7 +56,7 @@ class CPRSNodePostprocessor(_DocumentOptions, BaseNodePostprocessor):
         keep_retrieval_score: Keep each node's retrieval score instead of setting the critic's (which is always in
             ``metadata["cprs"]["score"]``).
 
-    Example:
+    Examples:
         >>> from llama_index.core import VectorStoreIndex
         >>> from cprs_integrations.llama_index import CPRSNodePostprocessor
         >>> compressor = CPRSNodePostprocessor(target_ratio=0.1)

@@ -48,7 +48,7 @@ class CPRSRetriever(BaseRetriever):
         TypeError: ``nodes`` not a list of nodes, or an unknown option.
         ValueError: an invalid option or ``similarity_top_k``.
 
-    Example:
+    Examples:
         >>> from llama_index.core import Document
         >>> from llama_index.core.query_engine import RetrieverQueryEngine
         >>> from cprs_integrations.llama_index import CPRSRetriever

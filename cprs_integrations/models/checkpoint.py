@@ -54,7 +54,7 @@ def looks_like_path(where: str) -> bool:
     A path starts with ``.``, ``~`` or a root, contains a backslash (Windows separator), or has more than one
     ``/``. ``models/critic`` stays ambiguous: it is tried as a folder, then as a hub id, and an error says both.
 
-    Example:
+    Examples:
         >>> looks_like_path("./critic"), looks_like_path("org/name"), looks_like_path("a/b/c")
         (True, False, True)
     """

@@ -70,7 +70,7 @@ def resolve_bidirectional_from(config: Any, requested: int | None = None) -> int
         ValueError: for a depth other than 28 with neither ``requested`` nor ``cprs_bidirectional_from``
             in the config, or for a value outside ``0 .. num_hidden_layers``.
 
-    Example:
+    Examples:
         >>> from transformers import Qwen2Config
         >>> resolve_bidirectional_from(Qwen2Config(num_hidden_layers=28))
         21
@@ -125,7 +125,7 @@ class Qwen2CriticModel(Qwen2PreTrainedModel):
         config: A ``Qwen2Config``; ``config.cprs_bidirectional_from`` picks the first bidirectional layer (see
             :func:`resolve_bidirectional_from`).
 
-    Example:
+    Examples:
         >>> from transformers import Qwen2Config
         >>> config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=4,
         ...                      num_attention_heads=4, num_key_value_heads=2, vocab_size=128,
@@ -212,7 +212,7 @@ class DecoderCritic(TokenCritic):
         name_or_path: Where it came from (for messages and caching).
         batch_size: Default windows per forward pass (4 on CUDA, 1 on CPU when not given).
 
-    Example:
+    Examples:
         >>> critic = DecoderCritic.from_pretrained(
         ...     "Tongyi-Zhiwen/QwenLong-CPRS-7B", device="cuda", dtype=torch.bfloat16
         ... )  # doctest: +SKIP

@@ -28,7 +28,7 @@ def resolve_device(device: str | Any | None) -> str:
         ValueError: for an unknown device string, an index on a device other than CUDA (``"cpu:7"``), or a
             device that is not available here (never a silent switch).
 
-    Example:
+    Examples:
         >>> resolve_device("cpu")
         'cpu'
     """

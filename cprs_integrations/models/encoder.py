@@ -43,7 +43,7 @@ class EncoderCritic(TokenCritic):
         name_or_path: Where it came from (for messages and caching).
         batch_size: Default windows per forward pass.
 
-    Example:
+    Examples:
         >>> critic = EncoderCritic.from_pretrained("path/to/critic", device="cpu")  # doctest: +SKIP
         >>> layout = critic.prompt_layout("Extract sentences.", "Who?", max_prefix_tokens=64)  # doctest: +SKIP
     """

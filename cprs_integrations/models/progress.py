@@ -46,7 +46,7 @@ def _hook(factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
 def no_progress_bars() -> Iterator[None]:
     """Silence transformers' progress bars for the calling thread while the block runs (nestable, thread-safe).
 
-    Example:
+    Examples:
         >>> from transformers import BertConfig, BertModel
         >>> with no_progress_bars():  # doctest: +SKIP
         ...     BertModel(BertConfig()).save_pretrained("/tmp/bert")  # no "Writing model shards" bar

@@ -90,7 +90,7 @@ def save_tiny_decoder_critic(
     Returns:
         The folder.
 
-    Example:
+    Examples:
         >>> folder = save_tiny_decoder_critic("/tmp/tiny-cprs", qwen_tokenizer_dir())  # doctest: +SKIP
     """
     from safetensors.torch import load_file, save_file
@@ -157,7 +157,7 @@ def save_tiny_encoder_critic(path: str | Path, *, seed: int = 0) -> Path:
     Returns:
         The folder.
 
-    Example:
+    Examples:
         >>> folder = save_tiny_encoder_critic("/tmp/tiny-encoder")  # doctest: +SKIP
     """
     from transformers import BertConfig, BertForTokenClassification

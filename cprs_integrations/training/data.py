@@ -59,7 +59,7 @@ def data_dir() -> Path:
 def split_of(question_id: str) -> str:
     """``train``, ``dev`` or ``test`` for a HotpotQA ``_id`` (stable across machines and Python versions).
 
-    Example:
+    Examples:
         >>> split_of("5a8b57f25542995d1e6f1371") in ("train", "dev", "test")
         True
     """

@@ -1,7 +1,7 @@
 """RULER-style synthetic tasks on the essay haystack: needles (single, multi-key, multi-value, multi-query) and
 variable-tracking chains. Used for training (one seed) and for evaluation (another seed, fresh keys and values).
 
-Example:
+Examples:
     >>> import random
     >>> ex = needle_example(random.Random(0), haystack="A b. C d. E f. " * 50, kind="single")
     >>> ex.text[ex.keep[0][0]:ex.keep[0][1]].startswith("One of the special magic")
