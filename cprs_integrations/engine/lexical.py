@@ -43,27 +43,32 @@ def bm25(query: str, documents: Sequence[str]) -> np.ndarray:
         >>> int(scores.argmax())
         0
     """
-    corpus = [Counter(words(d)) for d in documents]
-    lengths = np.asarray([sum(c.values()) for c in corpus], dtype=np.float64)
-    if not documents or lengths.sum() == 0:
-        return np.zeros(len(documents))
-    n_docs = len(corpus)
+    n_docs = len(documents)
+    query_counts = Counter(words(query))
+    query_words = query_counts.keys()
+    # One pass, keeping per document only its length and the counts of the query's words (memory follows the
+    # vocabulary and the query, not the corpus: 400K sentences of a 10M-token text need no per-sentence Counter).
+    lengths = np.zeros(n_docs, dtype=np.float64)
     document_frequency: Counter[str] = Counter()
-    for counts in corpus:
-        document_frequency.update(counts.keys())
+    matches: list[tuple[int, str, int]] = []  # (document, query word, its count there)
+    for d, document in enumerate(documents):
+        tokens = words(document)
+        lengths[d] = len(tokens)
+        distinct = set(tokens)
+        document_frequency.update(distinct)
+        for word in distinct & query_words:
+            matches.append((d, word, tokens.count(word)))
+    if not n_docs or lengths.sum() == 0:
+        return np.zeros(n_docs)
     idf = {w: math.log(n_docs - df + 0.5) - math.log(df + 0.5) for w, df in document_frequency.items()}
     floor = EPSILON * sum(idf.values()) / len(idf)
-    idf = {w: (floor if v < 0 else v) for w, v in idf.items()}
     norm = K1 * (1 - B + B * lengths / lengths.mean())
-    # Each distinct query word once (times its count, as rank_bm25 sums over repeats), and each document only over
-    # the query words it holds: the cost follows the corpus, not the query (a 5,000-word query stays cheap).
-    query_counts = {w: n for w, n in Counter(words(query)).items() if idf.get(w)}
-    query_words = query_counts.keys()
     scores = np.zeros(n_docs)
-    for d, counts in enumerate(corpus):
-        for word in counts.keys() & query_words:
-            tf = counts[word]
-            scores[d] += query_counts[word] * idf[word] * tf * (K1 + 1) / (tf + norm[d])
+    # Each distinct query word once, times its count (rank_bm25 sums over repeats): a 5,000-word query stays cheap.
+    for d, word, tf in matches:
+        weight = idf[word] if idf[word] >= 0 else floor
+        if weight:
+            scores[d] += query_counts[word] * weight * tf * (K1 + 1) / (tf + norm[d])
     return scores
 
 

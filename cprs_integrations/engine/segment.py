@@ -30,8 +30,10 @@ Examples:
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -103,14 +105,75 @@ _NUMBER_NEXT = regex.compile(r"\d|[IVXLC]+\b")
 _CLAUSE = regex.compile(rf"[,;:][{_CLOSERS}]*(?=\s)|[，、；：﹐﹑﹔﹕､،؛፣፤][{_CLOSERS}]*")
 
 
+#: Texts longer than this many characters are segmented block by block, cut at blank lines outside code fences:
+#: the same units (a sentence, paragraph, list item or fence never spans a blank line outside a fence), with memory
+#: that follows a block instead of the text (a 10M-token text is 47M characters).
+BLOCK_CHARS = 1_000_000
+# A blank line followed by an unindented line: never inside an indented code block or a list item's continuation.
+_BLOCK_CUT = re.compile(r"\n[ \t\f\v\r]*\n(?=[^\s])")
+_FENCE_LINE = re.compile(r"(?m)^ {0,3}(?:`{3,}|~{3,})")
+# Decisions a block must take as its whole text would: is it Markdown, does it have blank lines.
+_MARKDOWN: contextvars.ContextVar[bool | None] = contextvars.ContextVar("cprs_markdown", default=None)
+_BLANK_LINES: contextvars.ContextVar[bool | None] = contextvars.ContextVar("cprs_blank_lines", default=None)
+
+
+def _text_blocks(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` blocks of about :data:`BLOCK_CHARS`, each ending just after the first line break of a blank
+    line that lies outside a fenced code block and is followed by an unindented line; one block for a short text
+    or one without such blank lines."""
+    if len(text) <= BLOCK_CHARS:
+        return [(0, len(text))]
+    fences = np.fromiter((m.start() for m in _FENCE_LINE.finditer(text)), dtype=np.int64)
+    cuts = [0]
+    position = BLOCK_CHARS
+    while position < len(text):
+        match = _BLOCK_CUT.search(text, position)
+        while match is not None and int(np.searchsorted(fences, match.start(), side="right")) % 2:
+            match = _BLOCK_CUT.search(text, match.end())  # inside a fence: look further
+        if match is None:
+            break
+        cuts.append(match.start() + 1)
+        position = cuts[-1] + BLOCK_CHARS
+    return list(zip(cuts, [*cuts[1:], len(text)]))
+
+
+def _blockwise(text: str, segment: Callable[[str], np.ndarray]) -> np.ndarray | None:
+    """``segment`` run block by block with the whole text's decisions, offsets shifted; ``None`` for one block."""
+    blocks = _text_blocks(text)
+    if len(blocks) == 1:
+        return None
+    tokens = (_MARKDOWN.set(looks_like_markdown(text)), _BLANK_LINES.set(True))
+    try:
+        parts = [segment(text[start:end]) + start for start, end in blocks]
+    finally:
+        _BLANK_LINES.reset(tokens[1])
+        _MARKDOWN.reset(tokens[0])
+    return np.concatenate(parts).astype(np.int64) if parts else empty_spans()
+
+
+def _in_block(text: str, start: int, end: int | None) -> tuple[str, int, int, int]:
+    """The block of a long text that holds ``[start, end)``: (block text, shift, start, end) in block offsets."""
+    end = len(text) if end is None else end
+    for block_start, block_end in _text_blocks(text):
+        if block_start <= start < block_end and end <= block_end:
+            return text[block_start:block_end], block_start, start - block_start, end - block_start
+    return text, 0, start, end
+
+
 def _layout(view: TextView) -> MarkdownLayout:
-    return _layout_of(view.text)
+    return _layout_of(view.text, _MARKDOWN.get())
 
 
-@functools.lru_cache(maxsize=4)
-def _layout_of(text: str) -> MarkdownLayout:
+#: Markdown layouts and sentences are cached for this many (block) texts: the blocks of one 10M-token text, so that
+#: the engine's window cuts, units and headings parse each block once.
+_CACHED_BLOCKS = 64
+
+
+@functools.lru_cache(maxsize=_CACHED_BLOCKS)
+def _layout_of(text: str, markdown: bool | None) -> MarkdownLayout:
     norm = view_of(text).norm
-    return markdown_layout(norm) if looks_like_markdown(norm) else empty_layout()
+    is_markdown = looks_like_markdown(norm) if markdown is None else markdown
+    return markdown_layout(norm) if is_markdown else empty_layout()
 
 
 def _as_range(view: TextView, start: int, end: int | None) -> tuple[int, int]:
@@ -199,6 +262,15 @@ def word_spans(text: str, start: int = 0, end: int | None = None) -> np.ndarray:
         >>> [t[s:e] for s, e in word_spans(t)]
         ['我们', '今天', '去', '北京。']
     """
+    if len(text) > BLOCK_CHARS:
+        if start == 0 and end is None:
+            blockwise = _blockwise(text, word_spans)
+            if blockwise is not None:
+                return blockwise
+        else:
+            block, shift, start, end = _in_block(text, start, end)
+            if shift or len(block) < len(text):
+                return word_spans(block, start, end) + shift
     view = view_of(text)
     start, end = _as_range(view, start, end)
     if end <= start:
@@ -232,6 +304,10 @@ def clause_spans(text: str, start: int = 0, end: int | None = None) -> np.ndarra
         >>> [t[s:e] for s, e in clause_spans(t)]
         ['First,', 'we wait;', 'then,', 'at 12:30,', 'we go.']
     """
+    if len(text) > BLOCK_CHARS:
+        block, shift, start, end = _in_block(text, start, end)
+        if shift or len(block) < len(text):
+            return clause_spans(block, start, end) + shift
     view = view_of(text)
     start, end = _as_range(view, start, end)
     if end <= start:
@@ -384,8 +460,8 @@ def _sentence_cuts(view: TextView, layout: MarkdownLayout, max_cost: int) -> np.
     return cuts
 
 
-@functools.lru_cache(maxsize=4)
-def _sentences(text: str, max_chars: int) -> np.ndarray:
+@functools.lru_cache(maxsize=_CACHED_BLOCKS)
+def _sentences(text: str, max_chars: int, markdown: bool | None) -> np.ndarray:
     view = view_of(text)
     layout = _layout(view)
     spans = view.strip_pieces(_sentence_cuts(view, layout, max_chars))
@@ -411,7 +487,10 @@ def sentence_spans(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> np.ndarray
         >>> [t[s:e] for s, e in sentence_spans(t)]
         ['राम घर गया।', 'सीता आई।']
     """
-    return _sentences(text, int(max_chars)).copy()
+    blockwise = _blockwise(text, lambda block: sentence_spans(block, max_chars))
+    if blockwise is not None:
+        return blockwise
+    return _sentences(text, int(max_chars), _MARKDOWN.get()).copy()
 
 
 # ----- paragraphs, chunks -----
@@ -426,9 +505,15 @@ def paragraph_spans(text: str) -> np.ndarray:
         >>> paragraph_spans("A a.\\nA b.\\n\\nB a.").tolist()
         [[0, 9], [11, 15]]
     """
+    blockwise = _blockwise(text, paragraph_spans)
+    if blockwise is not None:
+        return blockwise
     view = view_of(text)
     norm = view.norm
-    pattern = _PARAGRAPH_BREAK if _PARAGRAPH_BREAK.search(norm) else _LINE_BREAK
+    blank_lines = _BLANK_LINES.get()
+    if blank_lines is None:
+        blank_lines = _PARAGRAPH_BREAK.search(norm) is not None
+    pattern = _PARAGRAPH_BREAK if blank_lines else _LINE_BREAK
     cuts = np.fromiter((m.end() for m in pattern.finditer(norm)), dtype=np.int64)
     layout = _layout(view)
     if len(layout.segments):
@@ -520,10 +605,7 @@ def markdown_headings(text: str) -> Headings:
         >>> h.spans.tolist(), h.levels.tolist(), h.parents.tolist()
         ([[0, 3], [12, 16]], [1, 2], [-1, 0])
     """
-    view = view_of(text)
-    layout = _layout(view)
-    spans = view.strip_spans(layout.headings) if len(layout.headings) else empty_spans()
-    levels = layout.heading_levels if len(spans) == len(layout.heading_levels) else np.ones(len(spans), np.int64)
+    spans, levels = _headings(text)
     parents = np.full(len(spans), -1, dtype=np.int64)
     stack: list[int] = []
     for i, level in enumerate(levels.tolist()):
@@ -532,6 +614,24 @@ def markdown_headings(text: str) -> Headings:
         parents[i] = stack[-1] if stack else -1
         stack.append(i)
     return Headings(spans=spans, levels=levels.astype(np.int64), parents=parents)
+
+
+def _headings(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Heading spans and levels (block by block for a long text)."""
+    blocks = _text_blocks(text)
+    if len(blocks) > 1:
+        token = _MARKDOWN.set(looks_like_markdown(text))
+        try:
+            parts = [(_headings(text[a:b]), a) for a, b in blocks]
+        finally:
+            _MARKDOWN.reset(token)
+        spans = np.concatenate([found[0] + shift for found, shift in parts]).astype(np.int64).reshape(-1, 2)
+        return spans, np.concatenate([found[1] for found, _ in parts]).astype(np.int64)
+    view = view_of(text)
+    layout = _layout(view)
+    spans = view.strip_spans(layout.headings) if len(layout.headings) else empty_spans()
+    levels = layout.heading_levels if len(spans) == len(layout.heading_levels) else np.ones(len(spans), np.int64)
+    return spans, levels.astype(np.int64)
 
 
 def heading_spans(text: str) -> np.ndarray:

@@ -43,10 +43,11 @@ class TokenizedText:
 def tokenize_with_offsets(tokenizer: Any, texts: list[str]) -> list[TokenizedText]:
     """Tokenize texts with a Hugging Face *fast* tokenizer, keeping character offsets.
 
-    Long texts are tokenized in pieces of about :data:`TOKENIZE_PIECE_CHARS` characters, cut after a line break
-    that is followed by a non-space character (no pre-tokenizer of a BERT- or Qwen-style tokenizer joins a line
-    break to the next word, so the ids are those of the whole text), so that the tokenizer's per-token objects
-    never exist for more than one piece at a time. Tokens with empty offsets (added by some normalizers) are kept.
+    Long texts are tokenized in pieces of about :data:`TOKENIZE_PIECE_CHARS` characters (four at a time, in
+    parallel), cut after a line break that is followed by a non-space character (no pre-tokenizer of a BERT- or
+    Qwen-style tokenizer joins a line break to the next word, so the ids are those of the whole text), so that the
+    tokenizer's per-token objects exist for a few pieces at a time only. Tokens with empty offsets (added by some
+    normalizers) are kept.
     """
     if not texts:
         return []
@@ -74,7 +75,7 @@ def tokenize_with_offsets(tokenizer: Any, texts: list[str]) -> list[TokenizedTex
 
 
 #: Texts longer than this many characters are tokenized piece by piece (see :func:`tokenize_with_offsets`).
-TOKENIZE_PIECE_CHARS = 1_000_000
+TOKENIZE_PIECE_CHARS = 250_000
 _PIECES_PER_BATCH = 4
 
 
