@@ -16,6 +16,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -156,3 +157,32 @@ def fused_priorities(
         for t, piece in zip(texts_in_group, np.split(fused, np.cumsum(sizes)[:-1])):
             priorities[t] = piece
     return priorities
+
+
+def __getattr__(name: str) -> Any:
+    # Deprecated in 0.2 (moved to CompressionOptions, the one declaration of every option); removed in 0.3.
+    import warnings
+
+    if name == "DEFAULT_LEXICAL_WEIGHT":
+        from cprs_integrations.engine.options import DEFAULT_LEXICAL_WEIGHT
+
+        warnings.warn(
+            "cprs_integrations.engine.lexical.DEFAULT_LEXICAL_WEIGHT moved to cprs_integrations.engine.options",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return DEFAULT_LEXICAL_WEIGHT
+    if name == "check_lexical_weight":
+        warnings.warn(
+            "check_lexical_weight is deprecated: CompressionOptions(lexical_weight=...) checks it",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+
+        def check_lexical_weight(lexical_weight: Any) -> float:
+            from cprs_integrations.engine.options import CompressionOptions
+
+            return CompressionOptions(lexical_weight=lexical_weight).lexical_weight
+
+        return check_lexical_weight
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -101,3 +101,16 @@ class CompressionSettings(EngineSettings, _DocumentOptions):
         """
         values = {name: getattr(self, name) for name in DOCUMENT_ADAPTER_FIELDS}
         return CompressionOptions(**values, per_text_budget=self.per_document_budget)
+
+    def compress_options(self) -> dict[str, Any]:
+        """Deprecated (0.2, removed in 0.3): keyword arguments of ``CPRSEngine.compress``; use
+        :meth:`compression_options`, which returns the options object."""
+        import warnings
+
+        warnings.warn(
+            "compress_options() is deprecated; use compression_options() (a CompressionOptions)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        options = self.compression_options()
+        return {name: getattr(options, name) for name in type(options).model_fields}

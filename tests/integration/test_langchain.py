@@ -788,3 +788,10 @@ def test_a_users_own_cprs_metadata_is_refused_before_scoring(tiny_engine, docume
         d.metadata["cprs"]["original_tokens"] <= count_tokens(f.page_content)
         for d, f in zip(second, [f for f in first if f.id in {s.id for s in second}])
     )
+
+
+def test_compress_options_still_works_for_one_release(tiny_engine) -> None:
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, target_tokens=50)
+    with pytest.warns(DeprecationWarning, match="compression_options"):
+        old = compressor.compress_options()
+    assert old["target_tokens"] == 50 and old["target_ratio"] is None

@@ -251,3 +251,12 @@ def test_a_text_mostly_unknown_to_the_critic_is_logged_once(fake_engine, caplog)
         fake_engine.compress("zebra", [tibetan])
         fake_engine.compress("zebra", [DOC])
     assert sum("unknown to the critic" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_renamed_names_still_work_for_one_release_with_a_warning():
+    from cprs_integrations.engine import lexical
+
+    with pytest.warns(DeprecationWarning, match="moved"):
+        assert lexical.DEFAULT_LEXICAL_WEIGHT == 0.5
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        assert lexical.check_lexical_weight(1) == 1.0
