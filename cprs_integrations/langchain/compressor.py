@@ -6,9 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import Callbacks
+from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import Field
+from langchain_core.load import Serializable
+from pydantic import ConfigDict, Field
 
 from cprs_integrations.langchain._metadata import METADATA_KEY, check_metadata, with_figures
 from cprs_integrations.langchain._settings import CompressionSettings, check_query
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["METADATA_KEY", "CPRSDocumentCompressor", "compression_metadata"]
 
 
-class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
+class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor, Serializable):
     """Keep only the parts of each document that a CPRS critic finds relevant to the query.
 
     Every document is cut into units (sentences by default), the critic scores them for the query, and the best
@@ -54,6 +55,20 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         description="Drop documents with nothing kept; False keeps them with an empty page_content.",
     )
 
+    # Serializable's config allows extra fields; a typo must be an error, not ignored.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Serializable with ``dumpd`` / ``load`` (``valid_namespaces=["cprs_integrations"]``,
+        ``allowed_objects=[CPRSDocumentCompressor]``), unless built with ``engine=`` (pass ``model`` /
+        ``engine_kwargs`` instead) or a non-string ``token_counter``."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["cprs_integrations", "langchain", "compressor"]
+
     keep_retrieval_score: bool = Field(
         default=False,
         description="Keep an upstream metadata['relevance_score'] (e.g. a reranker's) instead of writing the "
@@ -71,9 +86,9 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         Args:
             documents: The retrieved documents (not modified).
             query: What the user asks (non-empty).
-            callbacks: Accepted for the interface. The engine is not a LangChain runnable and emits no events of
-                its own (like langchain-classic's ``CrossEncoderReranker``); the figures of the compression are in
-                each output document's ``metadata["cprs"]``, which the calling retriever reports on its end event.
+            callbacks: LangChain callbacks (a retriever passes its child run's): the compression is reported as a
+                ``CPRSDocumentCompressor`` chain run (inputs: query and document count; outputs: the documents
+                kept, tokens in and out), so it shows in callbacks and tracing.
 
         Returns:
             New documents in input order (those with nothing kept left out when ``drop_empty``).
@@ -86,8 +101,19 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         if not documents:
             return []
         check_metadata(documents)
-        results = self.get_engine().compress(query, [doc.page_content for doc in documents], self.compression_options())
-        return self._to_documents(documents, results)
+        run = CallbackManager.configure(callbacks).on_chain_start(
+            {"name": RUN_NAME}, _run_inputs(query, documents), name=RUN_NAME
+        )
+        try:
+            results = self.get_engine().compress(
+                query, [doc.page_content for doc in documents], self.compression_options()
+            )
+            out = self._to_documents(documents, results)
+        except BaseException as error:
+            run.on_chain_error(error)
+            raise
+        run.on_chain_end(_run_outputs(out, results))
+        return out
 
     async def acompress_documents(
         self,
@@ -101,9 +127,18 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
         if not documents:
             return []
         check_metadata(documents)
-        engine = await self.aget_engine()
-        results = await engine.acompress(query, [doc.page_content for doc in documents], self.compression_options())
-        return self._to_documents(documents, results)
+        run = await AsyncCallbackManager.configure(callbacks).on_chain_start(
+            {"name": RUN_NAME}, _run_inputs(query, documents), name=RUN_NAME
+        )
+        try:
+            engine = await self.aget_engine()
+            results = await engine.acompress(query, [doc.page_content for doc in documents], self.compression_options())
+            out = self._to_documents(documents, results)
+        except BaseException as error:
+            await run.on_chain_error(error)
+            raise
+        await run.on_chain_end(_run_outputs(out, results))
+        return out
 
     def _to_documents(self, documents: list[Document], results: list[CompressionResult]) -> list[Document]:
         out = []
@@ -113,6 +148,21 @@ class CPRSDocumentCompressor(CompressionSettings, BaseDocumentCompressor):
             metadata = with_figures(doc.metadata, compression_metadata(result), result.score, self.keep_retrieval_score)
             out.append(doc.model_copy(update={"page_content": result.text, "metadata": metadata}))
         return out
+
+
+RUN_NAME = "CPRSDocumentCompressor"
+
+
+def _run_inputs(query: str, documents: list[Document]) -> dict[str, Any]:
+    return {"query": query, "documents": len(documents)}
+
+
+def _run_outputs(out: list[Document], results: list[CompressionResult]) -> dict[str, Any]:
+    return {
+        "documents": out,
+        "original_tokens": sum(r.original_tokens for r in results),
+        "compressed_tokens": sum(r.compressed_tokens for r in results),
+    }
 
 
 def compression_metadata(result: CompressionResult) -> dict[str, Any]:

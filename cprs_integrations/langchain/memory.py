@@ -202,6 +202,17 @@ class CPRSMessagePruner(EngineSettings, _MemoryOptions, RunnableSerializable[Mes
         self._options()
         return self
 
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Serializable with ``dumpd`` / ``load`` (``valid_namespaces=["cprs_integrations"]``,
+        ``allowed_objects=[CPRSMessagePruner]``),
+        unless built with ``engine=`` (an engine instance is not serializable: pass ``model`` / ``engine_kwargs``)."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["cprs_integrations", "langchain", "memory"]
+
     def invoke(self, input: MessagesInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
         """Prune ``input`` (a list of messages or a prompt value)."""
         return self._call_with_config(self._prune, input, config)

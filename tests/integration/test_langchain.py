@@ -795,3 +795,48 @@ def test_compress_options_still_works_for_one_release(tiny_engine) -> None:
     with pytest.warns(DeprecationWarning, match="compression_options"):
         old = compressor.compress_options()
     assert old["target_tokens"] == 50 and old["target_ratio"] is None
+
+
+class ChainRuns(BaseCallbackHandler):
+    """Records the names, inputs and outputs of chain runs."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, dict[str, Any]]] = []
+        self.ended: list[dict[str, Any]] = []
+
+    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+        self.started.append((kwargs.get("name") or (serialized or {}).get("name"), inputs))
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        self.ended.append(outputs)
+
+
+async def test_the_compression_step_is_a_traced_run_under_the_retriever(tiny_engine, vector_retriever) -> None:
+    runs = ChainRuns()
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.3)
+    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=vector_retriever)
+    out = retriever.invoke(QUERY, config={"callbacks": [runs]})
+    await retriever.ainvoke(QUERY, config={"callbacks": [runs]})
+    started = [inputs for name, inputs in runs.started if name == "CPRSDocumentCompressor"]
+    assert len(started) == 2 and started[0]["query"] == QUERY and started[0]["documents"] > 0
+    ended = [o for o in runs.ended if isinstance(o, dict) and "compressed_tokens" in o]
+    assert len(ended) == 2 and ended[0]["documents"] == out
+    assert 0 < ended[0]["compressed_tokens"] < ended[0]["original_tokens"]
+
+
+def test_the_pruner_round_trips_through_langchain_serialization(tiny_engine) -> None:
+    from langchain_core.load import dumpd, load
+
+    pruner = CPRSMessagePruner(max_tokens=300, keep_last_turns=2, granularity="paragraph", score_threshold=0.1)
+    restored = load(dumpd(pruner), valid_namespaces=["cprs_integrations"], allowed_objects=[CPRSMessagePruner])
+    assert isinstance(restored, CPRSMessagePruner)
+    assert restored._options() == pruner._options() and restored.max_tokens == 300 and restored.keep_last_turns == 2
+
+
+def test_the_compressor_round_trips_through_langchain_serialization() -> None:
+    from langchain_core.load import dumpd, load
+
+    compressor = CPRSDocumentCompressor(granularity="paragraph", target_tokens=120, per_document_budget=True)
+    restored = load(dumpd(compressor), valid_namespaces=["cprs_integrations"], allowed_objects=[CPRSDocumentCompressor])
+    assert isinstance(restored, CPRSDocumentCompressor)
+    assert restored.compression_options() == compressor.compression_options()
