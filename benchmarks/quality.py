@@ -57,6 +57,7 @@ QUICK: dict[str, Any] = {
     "llmlingua_n": {"hotpotqa": 2, "needle": 0, "multikey": 0, "variable_tracking": 0, "squad": 0},
 }
 METHOD_ORDER = (
+    "ours",
     "ours-sentence",
     "ours-paragraph",
     "ours-chunk",
@@ -97,7 +98,7 @@ def build_methods(args: argparse.Namespace, config: dict[str, Any]) -> tuple[lis
                 errors[name] = short_error(e)
             log(f"cannot build {', '.join(sorted(wanted.intersection(names)))}: {short_error(e)}")
 
-    attempt(("ours-sentence", "ours-paragraph", "ours-chunk", "ours-tags", "ours+bm25"), lambda: _ours(args))
+    attempt(("ours", "ours-sentence", "ours-paragraph", "ours-chunk", "ours-tags", "ours+bm25"), lambda: _ours(args))
     attempt(("random",), lambda: [RandomSentences()])
     attempt(("bm25",), lambda: [BM25Sentences()])
     attempt(("minilm-cosine",), lambda: [MiniLMCosine()])

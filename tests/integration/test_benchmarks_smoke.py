@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TASKS = ("hotpotqa", "needle", "multikey", "variable_tracking", "squad")
 METHODS = (
+    "ours",
     "ours-sentence",
     "ours-paragraph",
     "ours-chunk",
