@@ -1,7 +1,8 @@
-"""Command line: ``cprs demo``, ``cprs compress``, ``cprs train``.
+"""Command line: ``cprs demo``, ``cprs compress``, ``cprs serve``, ``cprs train``.
 
 Examples:
     $ cprs demo
+    $ CPRS_API_KEY=... cprs serve --model Tongyi-Zhiwen/QwenLong-CPRS-7B --device cuda --host 0.0.0.0
     $ cprs compress --query "Who wrote it?" --ratio 0.1 essay.txt
     $ echo "long text" | cprs compress --query "..." --tokens 200 --json
     $ cprs train --config cprs_integrations/training/configs/default.json --output runs/critic
@@ -163,6 +164,139 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Flags of the server's limits and security: flag -> (ServerSettings field, argparse type or "flag"). Help and
+#: defaults come from :class:`~cprs_integrations.server.settings.ServerSettings`, where each is declared.
+SERVER_FLAGS: dict[str, tuple[str, Any]] = {
+    "--max-body-bytes": ("max_body_bytes", int),
+    "--max-texts": ("max_texts", int),
+    "--max-chars": ("max_chars", int),
+    "--request-timeout": ("request_timeout_s", float),
+    "--retry-after": ("retry_after_s", int),
+    "--token-counters": ("token_counters", "list"),
+    "--model-name": ("model_name", str),
+    "--open-metrics": ("metrics_open", "flag"),
+    "--open-docs": ("docs_open", "flag"),
+}
+#: Windows the served engine queues before answering 429 (the engine alone is unbounded by default).
+SERVE_MAX_QUEUE_WINDOWS = 4096
+
+
+def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
+    from cprs_integrations.server.settings import API_KEY_ENV, API_KEY_FILE_ENV, ServerSettings
+
+    serve.add_argument("--model", default=None, help="critic folder or hub id (default: the embedded critic)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--device", default=None, help=DEVICE_HELP)
+    where.add_argument(
+        "--devices", nargs="+", default=None, metavar="DEVICE", help="one critic replica per device, e.g. cuda:0 cuda:1"
+    )
+    serve.add_argument("--dtype", default="auto", help=DTYPE_HELP)
+    serve.add_argument("--revision", default=None, help="hub revision of --model (branch, tag or commit)")
+    serve.add_argument("--window-tokens", type=int, default=None, help="tokens per window (default: the critic's)")
+    serve.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: the critic's)")
+    serve.add_argument(
+        "--max-batch-tokens", type=int, default=None, help="padded tokens per forward pass at most (default: no cap)"
+    )
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=2.0, help="how long a free device waits for a fuller batch (default: 2)"
+    )
+    serve.add_argument(
+        "--max-queue-windows",
+        type=int,
+        default=SERVE_MAX_QUEUE_WINDOWS,
+        help=f"windows queued at most; a request that would pass it is answered 429 with Retry-After (default: "
+        f"{SERVE_MAX_QUEUE_WINDOWS})",
+    )
+    serve.add_argument(
+        "--max-input-tokens", type=int, default=None, help="critic tokens one request may hold (default: 10M)"
+    )
+    serve.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help=f"file holding the API key clients send as 'Authorization: Bearer <key>' (default: ${API_KEY_ENV}, "
+        f"or the file named by ${API_KEY_FILE_ENV}; none: no authentication)",
+    )
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="allow binding a non-loopback --host without an API key (refused otherwise)",
+    )
+    fields = ServerSettings.model_fields
+    for flag, (name, kind) in SERVER_FLAGS.items():
+        field = fields[name]
+        if kind == "flag":
+            serve.add_argument(flag, dest=name, action="store_true", help=field.description)
+            continue
+        default = field.default if not isinstance(field.default, tuple) else " ".join(field.default)
+        serve.add_argument(
+            flag,
+            dest=name,
+            type=str if kind == "list" else kind,
+            nargs="+" if kind == "list" else None,
+            default=None,
+            help=f"{field.description} (default: {default})",
+        )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=None,
+        help="on SIGTERM / Ctrl-C, seconds to let requests in flight finish (default: --request-timeout + 5)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="log level (default: info)"
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from cprs_integrations.server.run import is_loopback, serve
+        from cprs_integrations.server.settings import ServerSettings
+    except ImportError as e:
+        print(f"cprs: error: {e}; pip install 'cprs-integrations[serve]'", file=sys.stderr)
+        return 2
+    from cprs_integrations.engine.engine import DEFAULT_MAX_INPUT_TOKENS, CPRSEngine
+
+    given = {
+        name: getattr(args, name) for name, kind in SERVER_FLAGS.values() if getattr(args, name) not in (None, False)
+    }
+    if "token_counters" in given:
+        given["token_counters"] = tuple(given["token_counters"])
+    settings = ServerSettings.from_env(args.api_key_file, **given)
+    if settings.api_key is None and not is_loopback(args.host) and not args.allow_unauthenticated:
+        raise ValueError(
+            f"refusing to serve on {args.host} without an API key: set CPRS_API_KEY (or --api-key-file), or pass "
+            "--allow-unauthenticated behind a proxy that authenticates"
+        )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def load() -> CPRSEngine:
+        return CPRSEngine.from_pretrained(
+            args.model,
+            device=args.device,
+            devices=args.devices,
+            dtype=args.dtype,
+            revision=args.revision,
+            window_tokens=args.window_tokens,
+            batch_size=args.batch_size,
+            max_input_tokens=args.max_input_tokens or DEFAULT_MAX_INPUT_TOKENS,
+            max_batch_tokens=args.max_batch_tokens,
+            max_wait_ms=args.max_wait_ms,
+            max_queue_windows=args.max_queue_windows,
+        )
+
+    return serve(
+        load,
+        settings=settings,
+        host=args.host,
+        port=args.port,
+        graceful_timeout_s=args.graceful_timeout,
+        log_level=args.log_level,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cprs_integrations import __version__
 
@@ -188,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None, help="critic folder or hub id (default: the embedded critic)")
     demo.add_argument("--device", default=None, help=DEVICE_HELP)
     demo.set_defaults(func=_demo)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve one shared critic over HTTP (needs the serve extra)",
+        description="One process, one critic, batched across every client: POST /v1/compress, /v1/score, "
+        "/qwen_long_compress_server (official shape); GET /v1/models, /healthz, /readyz, /metrics, /docs. Binds "
+        "127.0.0.1 unless told otherwise; the API key comes from CPRS_API_KEY or a file, never from a flag.",
+    )
+    _add_serve_flags(serve)
+    serve.set_defaults(func=_serve)
 
     train = commands.add_parser("train", help="train an encoder critic (CPU friendly)")
     train.add_argument("--config", required=True, help="training config JSON (see training/configs/)")

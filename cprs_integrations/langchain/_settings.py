@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from cprs_integrations.engine.inputs import check_query
 from cprs_integrations.engine.options import DOCUMENT_ADAPTER_FIELDS, CompressionOptions, option_fields_model
-
-if TYPE_CHECKING:
-    from cprs_integrations.engine.engine import CPRSEngine
+from cprs_integrations.protocol import Compressor
 
 __all__ = ["CompressionSettings", "EngineSettings", "check_query"]
 
 
 class EngineSettings(BaseModel):
-    """Which :class:`~cprs_integrations.engine.engine.CPRSEngine` an adapter uses (loaded lazily, shared)."""
+    """Which engine an adapter uses: a given :class:`~cprs_integrations.protocol.Compressor` (a
+    :class:`~cprs_integrations.engine.engine.CPRSEngine` or a :class:`~cprs_integrations.api.client.RemoteCPRSEngine`),
+    else a :class:`~cprs_integrations.engine.engine.CPRSEngine` loaded lazily and shared."""
 
     model: str | None = Field(
         default=None,
@@ -32,10 +33,11 @@ class EngineSettings(BaseModel):
         default_factory=dict,
         description="Keyword arguments of CPRSEngine.from_pretrained (device, dtype, window_tokens, batch_size, ...).",
     )
-    engine: Any = Field(
+    engine: SkipJsonSchema[Compressor | None] = Field(
         default=None,
         exclude=True,
-        description="An already built CPRSEngine; when set, model and engine_kwargs must be left unset.",
+        description="An already built engine: a CPRSEngine, or a RemoteCPRSEngine (a cprs serve server), or any "
+        "Compressor; when set, model and engine_kwargs must be left unset.",
     )
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
@@ -45,11 +47,14 @@ class EngineSettings(BaseModel):
     def _path_to_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    @field_validator("engine")
+    @field_validator("engine", mode="before")
     @classmethod
     def _check_engine(cls, value: Any) -> Any:
-        if value is not None and not (hasattr(value, "compress") and hasattr(value, "acompress")):
-            raise ValueError(f"engine must be a CPRSEngine (or None to load one lazily), got {type(value).__name__}")
+        if value is not None and not isinstance(value, Compressor):
+            raise ValueError(
+                "engine must be a CPRSEngine or a RemoteCPRSEngine (a Compressor: compress and acompress), or None "
+                f"to load one lazily; got {type(value).__name__}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -60,7 +65,7 @@ class EngineSettings(BaseModel):
             )
         return self
 
-    def get_engine(self) -> CPRSEngine:
+    def get_engine(self) -> Compressor:
         """The engine: ``engine`` if given, else the process-wide one for ``model`` and ``engine_kwargs``."""
         if self.engine is not None:
             return self.engine
@@ -68,7 +73,7 @@ class EngineSettings(BaseModel):
 
         return CPRSEngine.shared(self.model, **self.engine_kwargs)
 
-    async def aget_engine(self) -> CPRSEngine:
+    async def aget_engine(self) -> Compressor:
         """:meth:`get_engine` without blocking the event loop (the first call loads the critic)."""
         if self.engine is not None:
             return self.engine

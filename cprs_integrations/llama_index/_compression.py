@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from cprs_integrations.engine.engine import CPRSEngine
-
+from cprs_integrations.protocol import Compressor
 
 
-def check_engine(engine: Any, model: Any = None, engine_kwargs: Mapping[str, Any] | None = None) -> CPRSEngine | None:
-    """Accept ``None`` or something that compresses like a :class:`CPRSEngine` (checked without importing it).
+def check_engine(engine: Any, model: Any = None, engine_kwargs: Mapping[str, Any] | None = None) -> Compressor | None:
+    """Accept ``None`` or a :class:`~cprs_integrations.protocol.Compressor`: a :class:`CPRSEngine` or a
+    :class:`~cprs_integrations.api.client.RemoteCPRSEngine` (checked without importing either).
 
     Raises:
         TypeError: ``engine`` is not an engine.
@@ -20,10 +19,10 @@ def check_engine(engine: Any, model: Any = None, engine_kwargs: Mapping[str, Any
     """
     if engine is None:
         return None
-    if not (callable(getattr(engine, "compress", None)) and hasattr(engine, "acompress")):
+    if not isinstance(engine, Compressor):
         raise TypeError(
-            "engine must be a CPRSEngine (CPRSEngine.from_pretrained(...) or CPRSEngine.shared(...)) or None, "
-            f"got {type(engine).__name__}"
+            "engine must be a CPRSEngine (CPRSEngine.from_pretrained(...) or CPRSEngine.shared(...)), a "
+            f"RemoteCPRSEngine (a cprs serve server) or None, got {type(engine).__name__}"
         )
     if model is not None or engine_kwargs:
         raise ValueError(
@@ -42,7 +41,7 @@ def model_name(model: Any) -> str | None:
     raise TypeError(f"model must be a hub id or a local folder (str or path) or None, got {type(model).__name__}")
 
 
-def load_engine(engine: CPRSEngine | None, model: str | None, engine_kwargs: Mapping[str, Any]) -> CPRSEngine:
+def load_engine(engine: Compressor | None, model: str | None, engine_kwargs: Mapping[str, Any]) -> Compressor:
     """The given engine, else the process-wide shared one for ``model`` (loaded on first use, torch with it)."""
     if engine is not None:
         return engine
@@ -51,7 +50,7 @@ def load_engine(engine: CPRSEngine | None, model: str | None, engine_kwargs: Map
     return CPRSEngine.shared(model, **dict(engine_kwargs))
 
 
-def engine_name(model: str | None, engine: CPRSEngine | None) -> str:
+def engine_name(model: str | None, engine: Compressor | None) -> str:
     """A readable name of the critic for instrumentation events."""
     if engine is not None:
         critic = getattr(engine, "critic", None)
