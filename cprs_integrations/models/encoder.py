@@ -133,9 +133,7 @@ class EncoderCritic(TokenCritic):
         head = (self._cls, *query_ids, self._sep, *instruction_ids, self._sep)
         return PromptLayout(head=head, tail=(self._sep,))
 
-    def batch_tensors(
-        self, layout: PromptLayout | Sequence[PromptLayout], windows: list[np.ndarray]
-    ) -> dict[str, Any]:
+    def batch_tensors(self, layout: PromptLayout | Sequence[PromptLayout], windows: list[np.ndarray]) -> dict[str, Any]:
         """Model inputs for a batch of windows, one layout or one per window (shared by inference and training)."""
         import torch
 
