@@ -14,7 +14,8 @@ Rules of budget mode, in order (see also :func:`~cprs_integrations.engine.select
    token count enforced, and the room left refilled with the best units that still fit.
 4. Finer fallback: when a group's budget is positive, it has eligible units, and none fits, the best unit of the
    group (by rank) is cut into finer units (sentences inside a paragraph or chunk, then clauses, then words) and
-   the budget is filled from those; ``CompressionResult.granularity_used`` says which unit was used.
+   the budget is filled from those: the coarsest level that fills at least 90% of the budget, else the level that
+   fills most; ``CompressionResult.granularity_used`` says which unit was used.
 5. A result that keeps nothing says why in ``CompressionResult.empty_reason``.
 """
 
@@ -48,6 +49,9 @@ EMPTY_REASONS = {
     "nothing_fits": "not even one word of the best unit fits the budget",
     "no_tags": "tags mode: the critic tagged no span of the text",
 }
+#: The finer fallback stops at the coarsest level whose kept text fills at least this share of the budget; else it
+#: keeps the level that filled most.
+FALLBACK_FILL = 0.9
 #: Finer units tried, in order, inside the best unit when no unit of a granularity fits the budget.
 FALLBACK_LEVELS = {
     "paragraph": ("sentence", "clause", "token"),
@@ -141,6 +145,7 @@ def _select_budget(
             continue
         t, u = best
         start, end = (int(x) for x in units[t][u])
+        best_fill: int | None = None
         for level in FALLBACK_LEVELS[options.granularity]:
             finer = _finer_units(texts[t], start, end, level)
             if len(finer) < 2:
@@ -158,10 +163,13 @@ def _select_budget(
                 None,
                 finer_eligible,
             )
-            if len(picked.spans):
-                selections[t] = picked
-                used[t] = level
-                break
+            if not len(picked.spans):
+                continue
+            kept = count_tokens(join_spans(texts[t], picked.spans, options.separator))
+            if best_fill is None or kept > best_fill:
+                selections[t], used[t], best_fill = picked, level, kept
+            if kept >= FALLBACK_FILL * budgets[g]:
+                break  # the coarsest level that fills the budget well
 
     reasons: list[str | None] = []
     for t, text in enumerate(texts):

@@ -107,7 +107,9 @@ def test_units_are_disjoint_cover_the_text_and_respect_graphemes(text):
     ):
         _check_units(text, spans)
     for s, e in segment.sentence_spans(text, max_chars=40).tolist():
-        assert _cost(text[s:e]) <= 40 or len(GRAPHEME.findall(text[s:e])) == 1, text[s:e]
+        clusters = GRAPHEME.findall(text[s:e])
+        # A cut moves to the next grapheme boundary, so a unit may pass the limit by at most one cluster.
+        assert _cost(text[s:e]) <= 40 + max(_cost(c) for c in clusters), text[s:e]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
