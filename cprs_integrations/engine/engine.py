@@ -260,7 +260,7 @@ class CPRSEngine:
         query = check_query(query)
         options = CompressionOptions.build(options, **overrides)
         plan = self._plan(query, texts, _instruction(options, self.critic.kind))
-        probs = self._submit(plan, show_progress).result(timeout)
+        probs = _wait(self._submit(plan, show_progress), timeout)
         return self._finish(plan, probs, options, started)
 
     def select(
@@ -317,6 +317,11 @@ class CPRSEngine:
         probs = handle.result(0)
         return await asyncio.to_thread(self._finish, plan, probs, options, started)
 
+    def close(self) -> None:
+        """Stop the engine's worker threads and fail its queued calls; a later call starts them again. An engine
+        that nothing references any more is freed without it (its threads hold it only weakly)."""
+        self.scheduler.close()
+
     def stats(self) -> dict[str, float]:
         """Cumulative counters of the engine's scheduler: ``requests``, ``windows``, ``batches``, ``tokens``,
         ``padding_tokens``, ``oom_splits``, ``queue_wait_s`` (summed over windows) and ``queued_windows`` now.
@@ -334,6 +339,7 @@ class CPRSEngine:
         options: CompressionOptions | None = None,
         *,
         show_progress: bool | None = None,
+        timeout: float | None = None,
         **overrides: Any,
     ) -> list[TokenScores]:
         """Per-token B/I/O/E probabilities of each text (no selection): for analysis and custom selection.
@@ -348,7 +354,7 @@ class CPRSEngine:
         query = check_query(query)
         options = CompressionOptions.build(options, **overrides)
         plan = self._plan(query, texts, _instruction(options, self.critic.kind))
-        return plan.gather(self._submit(plan, show_progress).result())
+        return plan.gather(_wait(self._submit(plan, show_progress), timeout))
 
     # ------------------------------------------------------------------------------------------------- scoring
 
@@ -421,7 +427,12 @@ class CPRSEngine:
         progress = _progress(len(plan.windows), show_progress)
         rows = [(plan.layout, plan.tokenized[i].ids[s:e]) for i, s, e in plan.windows]
         plan.timings["submitted_at"] = time.perf_counter()
-        handle = self.scheduler.submit(rows, progress.update if progress is not None else None)
+        try:
+            handle = self.scheduler.submit(rows, progress.update if progress is not None else None)
+        except BaseException:
+            if progress is not None:
+                progress.close()
+            raise
         if progress is not None:
             handle.add_done_callback(progress.close)
         return handle
@@ -440,6 +451,15 @@ class CPRSEngine:
             f"CPRSEngine(critic={self.critic.kind}:{self.critic.name_or_path!r}, device={self.critic.device!r}, "
             f"window_tokens={self.window_tokens}, batch_size={self.batch_size}, replicas={len(self._workers) - 1})"
         )
+
+
+def _wait(handle: Any, timeout: float | None) -> list[np.ndarray]:
+    """The handle's probabilities; an interrupt (Ctrl-C) or error while waiting withdraws the call's windows."""
+    try:
+        return handle.result(timeout)
+    except BaseException:
+        handle.cancel()
+        raise
 
 
 def _instruction(options: CompressionOptions, critic_kind: str) -> str:

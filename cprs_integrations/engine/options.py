@@ -187,6 +187,11 @@ class CompressionOptions(BaseModel):
                     f"target_ratio={self.target_ratio!r}, target_tokens={self.target_tokens!r}: drop them or use "
                     "mode='budget'"
                 )
+            if self.score_threshold is not None or self.per_text_budget:
+                raise ValueError(
+                    "score_threshold and per_text_budget apply to mode='budget'; mode='tags' keeps what the critic "
+                    f"tags (got score_threshold={self.score_threshold!r}, per_text_budget={self.per_text_budget!r})"
+                )
         elif self.target_ratio is not None and self.target_tokens is not None:
             raise ValueError(
                 f"give one budget, target_ratio or target_tokens, not both (got {self.target_ratio!r} and "
@@ -234,7 +239,8 @@ class CompressionOptions(BaseModel):
                 f"unknown option(s) {', '.join(map(repr, unknown))}; options are {', '.join(type(self).model_fields)}"
             )
         values = {name: getattr(self, name) for name in type(self).model_fields if name in self.model_fields_set}
-        if any(name in overrides for name in (*_BUDGET_FIELDS, "mode")):
+        mode_changes = "mode" in overrides and overrides["mode"] != self.mode
+        if mode_changes or any(name in overrides for name in _BUDGET_FIELDS):
             for name in _BUDGET_FIELDS:
                 values.pop(name, None)
         values.update(overrides)
@@ -252,7 +258,8 @@ class CompressionOptions(BaseModel):
         if self.target_tokens is not None:
             return [self.target_tokens for _ in totals]
         ratio = float(self.target_ratio if self.target_ratio is not None else DEFAULT_TARGET_RATIO)
-        return [math.floor(ratio * n) for n in totals]
+        # a hair above the float product, so that 0.29 x 100 gives 29 tokens, not 28
+        return [math.floor(ratio * n + 1e-9) for n in totals]
 
 
 def option_names() -> tuple[str, ...]:

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: Rows of at most ``POOL_CALLS_PER_ROW x batch_size`` calls (the first in line) compete for a batch's places.
 POOL_CALLS_PER_ROW = 4
+#: How often an idle worker wakes to check that its scheduler still exists (seconds).
+IDLE_POLL_S = 1.0
 #: Default wait for a fuller batch, in milliseconds (a few ms: far below one forward pass of a 512-token window).
 DEFAULT_MAX_WAIT_MS = 2.0
 
@@ -89,10 +91,11 @@ class CallHandle:
         """
         if not self._call.done.wait(timeout):
             self.cancel()
-            raise TimeoutError(
-                f"compression did not finish within timeout={timeout} s ({self._call.remaining} of "
-                f"{len(self._call.rows)} windows not scored); its queued windows were withdrawn"
-            )
+            if self._call.cancelled:  # not finished in between: the timeout is what ended it
+                raise TimeoutError(
+                    f"compression did not finish within timeout={timeout} s ({self._call.remaining} of "
+                    f"{len(self._call.rows)} windows not scored); its queued windows were withdrawn"
+                )
         if self._call.error is not None:
             raise self._call.error
         if self._call.cancelled:
@@ -161,6 +164,7 @@ class BatchScheduler:
         self._active: deque[_Call] = deque()  # calls with queued windows, in round-robin order
         self._queued = 0
         self._threads: list[threading.Thread] = []
+        self._closing = False
         self._stats = dict.fromkeys(
             ("requests", "windows", "batches", "tokens", "padding_tokens", "oom_splits", "queue_wait_s"), 0
         )
@@ -216,7 +220,11 @@ class BatchScheduler:
         if self._threads:
             return
         for index in range(len(self.workers)):
-            thread = threading.Thread(target=self._worker_loop, args=(index,), name=f"cprs-worker-{index}", daemon=True)
+            # The thread holds the scheduler only weakly (and only while it works), so an engine nobody uses any
+            # more is freed, critic included, and its threads end.
+            thread = threading.Thread(
+                target=_worker_loop, args=(weakref.ref(self), index), name=f"cprs-worker-{index}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -253,9 +261,12 @@ class BatchScheduler:
         return callbacks
 
     def _next_batch(self) -> list[tuple[_Call, int]]:
-        """Block until rows are queued, wait briefly for a fuller batch, then take one (round-robin, lock held)."""
-        while not self._active:
-            self._work.wait()
+        """Wait (at most :data:`IDLE_POLL_S`) until rows are queued, wait briefly for a fuller batch, then take one
+        (round-robin, lock held); ``[]`` when idle or closed."""
+        if not self._active:
+            self._work.wait(IDLE_POLL_S)
+            if not self._active:
+                return []
         deadline = min(c.enqueued_at for c in self._active) + self.max_wait_s
         while self._queued < self.batch_size and (left := deadline - time.perf_counter()) > 0:
             self._work.wait(left)
@@ -298,17 +309,35 @@ class BatchScheduler:
                 self._active.remove(call)
         return batch
 
-    def _worker_loop(self, worker: int) -> None:
-        while True:
-            with self._lock:
-                batch = self._next_batch()
-            if not batch:
-                continue
+    def close(self) -> None:
+        """Stop the worker threads and fail the queued calls (``CallCancelledError``); a batch running finishes.
+        Submitting again starts new workers."""
+        with self._lock:
+            calls = list(self._active)
+            self._closing = True
+            self._work.notify_all()
+        for call in calls:
+            self._fail(call, CallCancelledError("the engine was closed before these windows were scored"))
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10)
+        with self._lock:
+            self._threads = []
+            self._closing = False
+
+    def _serve_once(self, worker: int) -> bool:
+        """Take and run one batch; ``False`` when the worker should stop (closed)."""
+        with self._lock:
+            if self._closing:
+                return False
+            batch = self._next_batch()
+        if batch:
             try:
                 self._run(worker, batch)
             except BaseException as error:  # never lose a worker: fail the batch's calls instead
                 for call in dict.fromkeys(call for call, _ in batch):
                     self._fail(call, error)
+        return True
 
     def _run(self, worker: int, batch: list[tuple[_Call, int]]) -> None:
         batch = sorted(batch, key=lambda item: len(item[0].rows[item[1]][1]), reverse=True)
@@ -343,6 +372,11 @@ class BatchScheduler:
             with self._lock:
                 self._stats["oom_splits"] += 1
             return self._score(worker, rows[:half]) + self._score(worker, rows[half:])
+        if len(probs) != len(rows) or any(len(p) != len(r[1]) for p, r in zip(probs, rows)):
+            raise RuntimeError(
+                f"the critic returned {len(probs)} score arrays for {len(rows)} windows (or arrays of other lengths "
+                "than their windows)"
+            )
         lengths = [len(r[1]) + r[0].overhead for r in rows]
         with self._lock:
             self._stats["batches"] += 1
@@ -376,6 +410,15 @@ class BatchScheduler:
 def _row_tokens(call: _Call, index: int) -> int:
     layout, ids = call.rows[index]
     return len(ids) + layout.overhead
+
+
+def _worker_loop(scheduler_ref: weakref.ReferenceType[BatchScheduler], worker: int) -> None:
+    """A worker thread: serve batches while its scheduler exists and is open."""
+    while True:
+        scheduler = scheduler_ref()
+        if scheduler is None or not scheduler._serve_once(worker):
+            return
+        del scheduler  # hold it only while serving
 
 
 def _run_callbacks(call: _Call, callbacks: list[Callable[[_Call], None]]) -> None:

@@ -20,7 +20,7 @@ def test_encoder_engine_compresses_long_text_into_exact_slices(tiny_engine, long
     [res] = tiny_engine.compress("What did the founders do?", [long_text], target_ratio=0.1)
     assert isinstance(tiny_engine.critic, EncoderCritic)
     assert res.timings["windows"] > 10  # 64-token windows over ~2K tokens
-    assert 0 < res.compressed_tokens <= math.floor(0.1 * res.original_tokens)
+    assert 0 < res.compressed_tokens <= math.floor(0.1 * res.original_tokens + 1e-9)
     assert all(long_text[s.start : s.end] == t for s, t in zip(res.spans, res.span_texts))
 
 
@@ -28,7 +28,7 @@ def test_decoder_engine_uses_the_official_layout(tiny_decoder_dir, long_text):
     engine = CPRSEngine.from_pretrained(tiny_decoder_dir, device="cpu", dtype="float32", window_tokens=512)
     assert isinstance(engine.critic, DecoderCritic)
     [res] = engine.compress("Who?", [long_text[:3000]], granularity="paragraph", target_ratio=0.3)
-    assert res.compressed_tokens <= math.floor(0.3 * res.original_tokens)
+    assert res.compressed_tokens <= math.floor(0.3 * res.original_tokens + 1e-9)
     [tags] = engine.compress("Who?", [long_text[:3000]], mode="tags")
     assert all(0 <= s.start < s.end <= 3000 for s in tags.spans)
 
@@ -104,7 +104,7 @@ def test_cli_compress_prints_json(tiny_encoder_dir, tmp_path, capsys, long_text)
     )
     assert code == 0
     [out] = json.loads(capsys.readouterr().out)
-    assert out["file"] == str(doc) and out["compressed_tokens"] <= math.floor(0.2 * out["original_tokens"])
+    assert out["file"] == str(doc) and out["compressed_tokens"] <= math.floor(0.2 * out["original_tokens"] + 1e-9)
 
 
 def test_cli_reports_bad_input_without_a_traceback(tiny_encoder_dir, tmp_path, capsys):

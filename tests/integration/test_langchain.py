@@ -202,7 +202,7 @@ def test_compressor_keeps_slices_order_metadata_and_global_budget(tiny_engine, d
         if "nested" in doc.metadata:  # a deep copy, not a shallow one
             assert doc.metadata["nested"] is not by_id[doc.id].metadata["nested"]
     total = sum(count_tokens(doc.page_content) for doc in documents if doc.page_content)
-    assert sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.3 * total)
+    assert sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.3 * total + 1e-9)
 
 
 def test_compressor_default_budget_is_a_fifth(tiny_engine, documents) -> None:
@@ -210,14 +210,14 @@ def test_compressor_default_budget_is_a_fifth(tiny_engine, documents) -> None:
     assert compressor.compression_options().target_ratio == 0.2
     out = compressor.compress_documents(documents, QUERY)
     total = sum(count_tokens(doc.page_content) for doc in documents if doc.page_content)
-    assert 0 < sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.2 * total)
+    assert 0 < sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.2 * total + 1e-9)
 
 
 def test_compressor_per_document_budget_and_target_tokens(tiny_engine, documents) -> None:
     per_doc = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.5, per_document_budget=True)
     for doc in per_doc.compress_documents(documents, QUERY):
         figures = doc.metadata["cprs"]
-        assert figures["compressed_tokens"] <= math.floor(0.5 * figures["original_tokens"])
+        assert figures["compressed_tokens"] <= math.floor(0.5 * figures["original_tokens"] + 1e-9)
 
     by_tokens = CPRSDocumentCompressor(engine=tiny_engine, target_tokens=60)
     assert by_tokens.compression_options().target_ratio is None
@@ -316,7 +316,7 @@ async def test_contextual_compression_retriever(tiny_engine, vector_retriever) -
     for doc, source in zip(out, retrieved):
         assert_compressed_from(doc, source)
     total = sum(count_tokens(doc.page_content) for doc in retrieved)
-    assert sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.3 * total)
+    assert sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.3 * total + 1e-9)
     assert retrieved == before
     assert await retriever.ainvoke(QUERY) == out
 

@@ -195,7 +195,7 @@ def test_default_budget_is_a_fifth_across_all_nodes(tiny_engine: Any, nodes: lis
     out = CPRSNodePostprocessor(engine=tiny_engine).postprocess_nodes(nodes, query_str=QUERY)
     total = sum(count_tokens(item.node.text) for item in nodes)
     kept = sum(item.node.metadata["cprs"]["compressed_tokens"] for item in out)
-    assert 0 < kept <= math.floor(0.2 * total)
+    assert 0 < kept <= math.floor(0.2 * total + 1e-9)
 
 
 def test_token_budget_across_nodes_and_drop_empty(tiny_engine: Any, nodes: list[NodeWithScore]) -> None:
@@ -218,7 +218,7 @@ def test_per_node_budget(tiny_engine: Any, nodes: list[NodeWithScore]) -> None:
     assert len(out) == len(nodes)
     for item in out:
         figures = item.node.metadata["cprs"]
-        assert figures["compressed_tokens"] <= math.floor(0.3 * figures["original_tokens"])
+        assert figures["compressed_tokens"] <= math.floor(0.3 * figures["original_tokens"] + 1e-9)
 
 
 def test_sort_by_score(tiny_engine: Any, nodes: list[NodeWithScore]) -> None:

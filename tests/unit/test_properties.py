@@ -48,10 +48,10 @@ def test_output_is_input_slices_in_order_and_budget_holds(engine, texts, ratio, 
         assert res.text == res.separator.join(text[s.start : s.end] for s in res.spans)
         assert res.compressed_tokens == (COUNT(res.text) if res.text else 0)
     if per_text:
-        assert all(r.compressed_tokens <= math.floor(ratio * r.original_tokens) for r in results)
+        assert all(r.compressed_tokens <= math.floor(ratio * r.original_tokens + 1e-9) for r in results)
     else:
         total = sum(r.original_tokens for r in results)
-        assert sum(r.compressed_tokens for r in results) <= math.floor(ratio * total)
+        assert sum(r.compressed_tokens for r in results) <= math.floor(ratio * total + 1e-9)
     again = engine.compress("zebra river", texts, granularity=granularity, target_ratio=ratio, per_text_budget=per_text)
     assert [r.spans for r in again] == [r.spans for r in results]
 

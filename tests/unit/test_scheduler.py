@@ -175,3 +175,57 @@ def test_the_engine_works_in_a_forked_child(minilm_tokenizer):
     os.close(write)
     _, status = os.waitpid(pid, 0)
     assert os.read(read, 10) == b"ok" and status == 0
+
+
+def test_an_engine_nobody_holds_is_freed_with_its_critic_and_threads(minilm_tokenizer):
+    import gc
+    import weakref
+
+    engine = CPRSEngine(KeywordCritic(minilm_tokenizer, window_tokens=64, batch_size=4))
+    engine.compress("zebra", [text_about("zebra", 0)], target_ratio=0.3)
+    critic, scheduler = weakref.ref(engine.critic), weakref.ref(engine.scheduler)
+    threads = list(engine.scheduler._threads)
+    del engine
+    deadline = time.monotonic() + 5  # an idle worker holds its scheduler for at most IDLE_POLL_S at a time
+    while (critic() is not None or scheduler() is not None) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.1)
+    assert critic() is None and scheduler() is None
+    for thread in threads:
+        thread.join(timeout=5)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_close_fails_queued_calls_and_a_later_call_starts_again(minilm_tokenizer):
+    from cprs_integrations.engine.scheduler import CallCancelledError
+
+    critic = SlowCritic(minilm_tokenizer, window_tokens=64, batch_size=1, delay=0.05)
+    engine = CPRSEngine(critic, max_wait_ms=0)
+    long_text = " ".join(text_about("glacier", i) for i in range(5))
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            engine.compress("glacier", [long_text], target_ratio=0.2)
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.2)
+    engine.close()
+    thread.join(timeout=10)
+    assert isinstance(outcome[0], CallCancelledError)
+    [res] = engine.compress("zebra", [text_about("zebra", 1)], target_ratio=0.3)
+    assert res.text
+
+
+def test_a_critic_that_returns_too_few_arrays_is_an_error_not_a_hang(minilm_tokenizer):
+    class Short(KeywordCritic):
+        def score_windows(self, layout, windows):
+            return super().score_windows(layout, windows)[:-1]
+
+    engine = CPRSEngine(Short(minilm_tokenizer, window_tokens=64, batch_size=4))
+    with pytest.raises(RuntimeError, match="score arrays for"):
+        engine.compress("zebra", [" ".join(text_about("zebra", i) for i in range(3))], target_ratio=0.3)
