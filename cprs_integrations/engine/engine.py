@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 #: Default limit of one call, in critic tokens (the official QwenLong-CPRS server truncates at 2,048,000; the
 #: engine windows any length, so the default is set by memory instead: see README, "Speed and memory").
 DEFAULT_MAX_INPUT_TOKENS = 10_000_000
+#: At least this many characters per token are assumed possible for the early length check (WordPiece's
+#: ``max_input_chars_per_word``: a longer word is one ``[UNK]``).
+MAX_CHARS_PER_TOKEN = 100
+_WHITESPACE = re.compile(r"\s+")
 #: A progress bar shows by default when a call has at least this many windows (about 128K encoder tokens).
 PROGRESS_MIN_WINDOWS = 256
 
@@ -407,12 +412,20 @@ class CPRSEngine:
                 return
 
     def _refuse_from_characters(self, texts: list[str]) -> None:
-        """Refuse a call that certainly holds more than ``max_input_tokens`` critic tokens, without tokenizing it:
-        each token covers at most the longest vocabulary entry's characters, and whitespace may belong to none."""
+        """Refuse a call that certainly holds more than ``max_input_tokens`` critic tokens, without tokenizing it.
+
+        A token covers at most :data:`MAX_CHARS_PER_TOKEN` characters or the longest vocabulary entry, whichever is
+        larger (WordPiece turns a word of up to 100 characters into one ``[UNK]``), and whitespace may belong to no
+        token, so ``non-space characters / that`` is a lower bound of the critic tokens.
+        """
         if self._max_token_chars is None:
             vocab = self.critic.tokenizer.get_vocab()
-            self._max_token_chars = max((len(token.removeprefix("##")) for token in vocab), default=1) or 1
-        visible = sum(len(t) - sum(t.count(c) for c in " \n\t\r") for t in texts)
+            longest = max((len(token.removeprefix("##")) for token in vocab), default=1)
+            self._max_token_chars = max(longest, MAX_CHARS_PER_TOKEN)
+        total = sum(len(t) for t in texts)
+        if total // self._max_token_chars <= self.max_input_tokens:
+            return  # cheap exit: even counting spaces the bound holds
+        visible = sum(len(_WHITESPACE.sub("", t)) for t in texts)
         at_least = visible // self._max_token_chars
         if at_least > self.max_input_tokens:
             raise ValueError(

@@ -268,3 +268,13 @@ def test_tags_mode_refuses_budget_only_options(fake_engine):
     options = CompressionOptions(target_tokens=100)
     assert options.merged(mode="budget").target_tokens == 100  # the same mode keeps the budget
     assert options.budgets([100]) == [100] and CompressionOptions(target_ratio=0.29).budgets([100]) == [29]
+
+
+def test_the_early_length_check_never_refuses_what_fits(fake_critic):
+    import random
+
+    rng = random.Random(0)
+    reads = [" ".join("".join(rng.choice("ACGT") for _ in range(150)) for _ in range(150))]  # 150 long "words"
+    engine = CPRSEngine(fake_critic, max_input_tokens=1_000)
+    [res] = engine.compress("ACGT", reads)  # each read is one [UNK]: 150 critic tokens, within the limit
+    assert res.original_tokens > 0
