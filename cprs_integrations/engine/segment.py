@@ -30,6 +30,7 @@ Examples:
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import functools
 import re
@@ -111,7 +112,6 @@ _CLAUSE = regex.compile(rf"[,;:][{_CLOSERS}]*(?=\s)|[，、；：﹐﹑﹔﹕､
 BLOCK_CHARS = 1_000_000
 # A blank line followed by an unindented line: never inside an indented code block or a list item's continuation.
 _BLOCK_CUT = re.compile(r"\n[ \t\f\v\r]*\n(?=[^\s])")
-_FENCE_LINE = re.compile(r"(?m)^ {0,3}(?:`{3,}|~{3,})")
 # Decisions a block must take as its whole text would: is it Markdown, does it have blank lines.
 _MARKDOWN: contextvars.ContextVar[bool | None] = contextvars.ContextVar("cprs_markdown", default=None)
 _BLANK_LINES: contextvars.ContextVar[bool | None] = contextvars.ContextVar("cprs_blank_lines", default=None)
@@ -119,22 +119,67 @@ _BLANK_LINES: contextvars.ContextVar[bool | None] = contextvars.ContextVar("cprs
 
 def _text_blocks(text: str) -> list[tuple[int, int]]:
     """``[start, end)`` blocks of about :data:`BLOCK_CHARS`, each ending just after the first line break of a blank
-    line that lies outside a fenced code block and is followed by an unindented line; one block for a short text
-    or one without such blank lines."""
+    line that is followed by an unindented line and lies outside every Markdown construct that may hold blank lines
+    (fenced code, HTML comments and ``pre`` / ``script`` / ``style`` / ``textarea`` blocks); one block for a short
+    text or one without such blank lines."""
     if len(text) <= BLOCK_CHARS:
         return [(0, len(text))]
-    fences = np.fromiter((m.start() for m in _FENCE_LINE.finditer(text)), dtype=np.int64)
+    regions = _multiline_regions(text)
+    starts = [a for a, _ in regions]
     cuts = [0]
     position = BLOCK_CHARS
     while position < len(text):
         match = _BLOCK_CUT.search(text, position)
-        while match is not None and int(np.searchsorted(fences, match.start(), side="right")) % 2:
-            match = _BLOCK_CUT.search(text, match.end())  # inside a fence: look further
+        while match is not None:
+            i = bisect.bisect_right(starts, match.start()) - 1
+            if i < 0 or regions[i][1] <= match.start():
+                break
+            match = _BLOCK_CUT.search(text, regions[i][1])  # inside a construct: look after it
         if match is None:
             break
         cuts.append(match.start() + 1)
         position = cuts[-1] + BLOCK_CHARS
     return list(zip(cuts, [*cuts[1:], len(text)]))
+
+
+_FENCE = re.compile(r"(?m)^ {0,3}(`{3,}|~{3,})([^\n]*)$")
+_HTML_OPEN = re.compile(r"(?im)^ {0,3}(<!--|<(pre|script|style|textarea)\b)")
+
+
+def _multiline_regions(text: str) -> list[tuple[int, int]]:
+    """Sorted, disjoint ``[start, end)`` ranges of fenced code blocks (CommonMark's opening and closing rules: the
+    same character, a closer at least as long, backtick info strings without backticks) and of HTML blocks that may
+    hold blank lines (comments; ``pre``, ``script``, ``style``, ``textarea``); unclosed ones run to the end."""
+    regions: list[tuple[int, int]] = []
+    opened: tuple[str, int, int] | None = None  # (character, length, start)
+    for match in _FENCE.finditer(text):
+        run, info = match.group(1), match.group(2)
+        if opened is None:
+            if run[0] == "`" and "`" in info:
+                continue  # a line of inline code, not a fence
+            opened = (run[0], len(run), match.start())
+        elif run[0] == opened[0] and len(run) >= opened[1] and not info.strip():
+            regions.append((opened[2], match.end()))
+            opened = None
+    if opened is not None:
+        regions.append((opened[2], len(text)))
+    lowered: str | None = None
+    for match in _HTML_OPEN.finditer(text):
+        if match.group(1) == "<!--":
+            closer, end = "-->", text.find("-->", match.end())
+        else:
+            lowered = text.lower() if lowered is None else lowered
+            closer = f"</{match.group(2).lower()}>"
+            end = lowered.find(closer, match.end())
+        regions.append((match.start(), len(text) if end < 0 else end + len(closer)))
+    regions.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in regions:
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _blockwise(text: str, segment: Callable[[str], np.ndarray]) -> np.ndarray | None:

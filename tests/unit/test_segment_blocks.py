@@ -23,7 +23,15 @@ INDENTED = (
 )
 
 
-@pytest.mark.parametrize("body", [PROSE, MARKDOWN, PROSE + MARKDOWN + LINES, LINES, PROSE + INDENTED + MARKDOWN])
+NESTED_FENCES = "Intro line.\n\n```\nstill code.\n\n~~~\n\nAnother line.\n```\n\nMore prose after. Second sentence.\n\n"
+HTML_COMMENT = "Before it.\n\n<!-- a note\n\nstill the note. Still.\n-->\n\nAfter it. Second one.\n\n"
+PRE = "<pre>\nline one.\n\nLine two.\n</pre>\n\nProse again. More.\n\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [PROSE, MARKDOWN, PROSE + MARKDOWN + LINES, LINES, PROSE + INDENTED + MARKDOWN, NESTED_FENCES, HTML_COMMENT, PRE],
+)
 def test_blockwise_units_equal_whole_text_units(monkeypatch, body):
     text = body * max(40, 5000 // len(body))
     whole = {
