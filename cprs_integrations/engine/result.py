@@ -71,7 +71,8 @@ class CompressionResult:
         granularity_used: The unit actually kept: ``granularity``, or a finer unit (``sentence``, ``clause``,
             ``token``) when no whole unit fitted the budget (see :mod:`cprs_integrations.engine.select`).
         empty_reason: ``None`` when something was kept, else why not: ``empty_text``, ``zero_budget``,
-            ``below_score_threshold``, ``outranked`` (the call's one budget went to other texts),
+            ``below_score_threshold``, ``unit_too_large`` (its best unit is larger than the whole budget),
+            ``outranked`` (the call's one budget went to better units of other texts),
             ``nothing_fits`` or ``no_tags`` (tags mode).
 
     Examples:

@@ -45,6 +45,7 @@ EMPTY_REASONS = {
     "empty_text": "the text is empty or whitespace only",
     "zero_budget": "the budget of the text's group is 0 tokens (raise target_ratio / target_tokens)",
     "below_score_threshold": "no unit of the text reaches score_threshold",
+    "unit_too_large": "the text's best unit is larger than the whole budget (the call's budget went elsewhere)",
     "outranked": "the call's one budget went to better units of other texts",
     "nothing_fits": "not even one word of the best unit fits the budget",
     "no_tags": "tags mode: the critic tagged no span of the text",
@@ -182,11 +183,28 @@ def _select_budget(
             reasons.append("zero_budget")
         elif not eligible[t].any():
             reasons.append("below_score_threshold")
+        elif _best_unit_too_large(texts[t], units[t], ranks[t], eligible[t], budgets[g], count_tokens):
+            reasons.append("unit_too_large")
         elif any(len(selections[o].spans) for o in members[g]):
             reasons.append("outranked")
         else:
             reasons.append("nothing_fits")
     return selections, reasons
+
+
+def _best_unit_too_large(
+    text: str,
+    units: np.ndarray,
+    ranks: np.ndarray,
+    eligible: np.ndarray,
+    budget: int,
+    count_tokens: Callable[[str], int],
+) -> bool:
+    candidates = np.flatnonzero(eligible)
+    if len(candidates) == 0:
+        return False
+    start, end = units[int(candidates[np.argmax(ranks[candidates])])]
+    return count_tokens(text[int(start) : int(end)]) > budget
 
 
 def _fused(

@@ -77,7 +77,7 @@ def test_fallback_takes_the_best_unit_across_texts_with_one_budget(fake_engine):
     long_relevant = "The zebra keeper, who has worked here for years, feeds the zebra, cleans the yard, and sings."
     unrelated = "Rain fell over the harbour, the ships stayed in port, and the market closed early that day."
     results = fake_engine.compress("zebra keeper", [unrelated, long_relevant], target_tokens=8)
-    assert results[0].text == "" and results[0].empty_reason == "outranked"
+    assert results[0].text == "" and results[0].empty_reason == "unit_too_large"  # one long sentence
     assert results[1].text and results[1].granularity_used == "clause"
 
 
@@ -127,3 +127,14 @@ def test_a_markdown_heading_is_never_kept_bare(fake_engine):
         for span in res.span_texts:
             assert not span.lstrip().startswith("#") or "\n" in span.strip(), span
         assert "# Zebra facts" not in res.text or "Stripes differ" in res.text
+
+
+def test_a_text_whose_best_unit_is_larger_than_the_budget_says_so(fake_engine):
+    long_relevant = (
+        "The zebra keeper, who has worked at the park for many years and knows every animal by name, "
+        "feeds the zebra twice a day and cleans its yard."
+    )
+    short = "Rain fell. Ships stayed. Markets closed. Zebra."
+    results = fake_engine.compress("zebra keeper", [short, long_relevant], target_tokens=6)
+    assert results[0].text and results[1].text == ""
+    assert results[1].empty_reason == "unit_too_large"
