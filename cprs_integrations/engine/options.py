@@ -290,7 +290,14 @@ def option_fields_model(name: str, fields: tuple[str, ...], **defaults: Any) -> 
     unknown = sorted(set(defaults) - set(fields))
     if unknown:
         raise KeyError(f"defaults for options not declared: {unknown}")
-    return create_model(name, **definitions)
+    # The same per-field checks as CompressionOptions (numbers that are not bools or strings, ...), not a copy.
+    validators = {}
+    for validator_name, decorator in CompressionOptions.__pydantic_decorators__.field_validators.items():
+        covered = [f for f in decorator.info.fields if f in fields]
+        if covered:
+            function = decorator.func.__func__
+            validators[validator_name] = field_validator(*covered, mode=decorator.info.mode)(classmethod(function))
+    return create_model(name, __validators__=validators, **definitions)
 
 
 #: What a document adapter (compressor, postprocessor, retriever) exposes; the per-text budget is named by the

@@ -840,3 +840,12 @@ def test_the_compressor_round_trips_through_langchain_serialization() -> None:
     restored = load(dumpd(compressor), valid_namespaces=["cprs_integrations"], allowed_objects=[CPRSDocumentCompressor])
     assert isinstance(restored, CPRSDocumentCompressor)
     assert restored.compression_options() == compressor.compression_options()
+
+
+def test_adapter_fields_run_the_same_checks_as_the_options() -> None:
+    import numpy as np
+
+    for bad in ({"target_ratio": True}, {"target_tokens": "12"}, {"instruction": "  "}, {"token_counter": 5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CPRSDocumentCompressor(**bad)
+    assert CPRSDocumentCompressor(target_tokens=np.int64(12)).compression_options().target_tokens == 12
