@@ -246,6 +246,12 @@ def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
         help="on SIGTERM / Ctrl-C, seconds to let requests in flight finish (default: --request-timeout + 5)",
     )
     serve.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's, one per core); lower it when other processes share the cores",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="log level (default: info)"
     )
 
@@ -259,9 +265,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from cprs_integrations.engine.engine import DEFAULT_MAX_INPUT_TOKENS, CPRSEngine
 
-    given = {
-        name: getattr(args, name) for name, kind in SERVER_FLAGS.values() if getattr(args, name) not in (None, False)
-    }
+    given = {name: getattr(args, name) for name, _ in SERVER_FLAGS.values() if getattr(args, name) not in (None, False)}
     if "token_counters" in given:
         given["token_counters"] = tuple(given["token_counters"])
     settings = ServerSettings.from_env(args.api_key_file, **given)
@@ -273,6 +277,10 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def load() -> CPRSEngine:
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
         return CPRSEngine.from_pretrained(
             args.model,
             device=args.device,

@@ -542,6 +542,9 @@ def test_request_time_limit_answers_504(gated_url: str, gated_engine: CPRSEngine
         assert gated_engine.stats()["queued_windows"] == 0, "its queued windows were withdrawn"
         with pytest.raises(TimeoutError):
             RemoteCPRSEngine(gated_url, timeout=0.3).compress(QUERY, ["Talk to users. " * 60])
+        scoring = httpx.post(f"{gated_url}/v1/score", json=body, timeout=10)
+        assert scoring.status_code == 504 and scoring.json()["error"]["limit"] == "request_timeout_s"
+        wait_until(lambda: gated_engine.stats()["queued_windows"] == 0)  # score withdraws its windows too
     wait_until(lambda: gated_engine.stats()["queued_windows"] == 0)
 
 
