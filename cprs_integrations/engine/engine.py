@@ -300,27 +300,26 @@ class CPRSEngine:
         query = check_query(query)
         options = CompressionOptions.build(options, **overrides)
         plan = await asyncio.to_thread(self._plan, query, texts, _instruction(options, self.critic.kind))
-        handle = self._submit(plan, show_progress)
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def wake() -> None:
-            with contextlib.suppress(RuntimeError):  # the loop may be closed by then
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
-
-        handle.add_done_callback(wake)
-        try:
-            await asyncio.wait_for(done, timeout)
-        except (asyncio.TimeoutError, TimeoutError):  # distinct classes before Python 3.11
-            handle.cancel()
-            raise TimeoutError(
-                f"compression did not finish within timeout={timeout} s; its queued windows were withdrawn"
-            ) from None
-        except asyncio.CancelledError:
-            handle.cancel()
-            raise
-        probs = handle.result(0)
+        probs = await _await_handle(self._submit(plan, show_progress), timeout)
         return await asyncio.to_thread(self._finish, plan, probs, options, started)
+
+    async def ascore(
+        self,
+        query: str,
+        texts: Sequence[str],
+        options: CompressionOptions | None = None,
+        *,
+        show_progress: bool | None = None,
+        timeout: float | None = None,
+        **overrides: Any,
+    ) -> list[TokenScores]:
+        """:meth:`score` without blocking the event loop; cancelling the task withdraws its queued windows."""
+        texts = check_texts(texts)
+        query = check_query(query)
+        options = CompressionOptions.build(options, **overrides)
+        plan = await asyncio.to_thread(self._plan, query, texts, _instruction(options, self.critic.kind))
+        probs = await _await_handle(self._submit(plan, show_progress), timeout)
+        return plan.gather(probs)
 
     def close(self) -> None:
         """Stop the engine's worker threads and fail its queued calls; a later call starts them again. An engine
@@ -464,6 +463,29 @@ class CPRSEngine:
             f"CPRSEngine(critic={self.critic.kind}:{self.critic.name_or_path!r}, device={self.critic.device!r}, "
             f"window_tokens={self.window_tokens}, batch_size={self.batch_size}, replicas={len(self._workers) - 1})"
         )
+
+
+async def _await_handle(handle: Any, timeout: float | None) -> list[np.ndarray]:
+    """The handle's probabilities, awaited on the running loop; a timeout or a cancelled task withdraws the windows."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may be closed by then
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    handle.add_done_callback(wake)
+    try:
+        await asyncio.wait_for(done, timeout)
+    except (asyncio.TimeoutError, TimeoutError):  # distinct classes before Python 3.11
+        handle.cancel()
+        raise TimeoutError(
+            f"compression did not finish within timeout={timeout} s; its queued windows were withdrawn"
+        ) from None
+    except asyncio.CancelledError:
+        handle.cancel()
+        raise
+    return handle.result(0)
 
 
 def _wait(handle: Any, timeout: float | None) -> list[np.ndarray]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,9 +29,6 @@ from cprs_integrations.server.metrics import ServerMetrics
 from cprs_integrations.server.settings import ServerSettings
 
 logger = logging.getLogger("cprs_integrations.server")
-
-#: Threads waiting on ``/v1/score`` requests at most (more requests wait for a free thread).
-SCORE_THREADS = 64
 
 
 def create_app(
@@ -61,9 +57,6 @@ def create_app(
     """
     settings = settings if settings is not None else ServerSettings.from_env()
     holder = EngineHolder(engine, engine_factory, on_load_error)
-    # /v1/score waits in threads of its own (the engine has no asynchronous score), never in the default pool that
-    # acompress tokenizes and selects in.
-    score_threads = ThreadPoolExecutor(max_workers=SCORE_THREADS, thread_name_prefix="cprs-score")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,7 +65,6 @@ def create_app(
         holder.start()
         yield
         await holder.stop()
-        score_threads.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="cprs-integrations server",
@@ -86,7 +78,6 @@ def create_app(
     app.state.settings = settings
     app.state.holder = holder
     app.state.metrics = ServerMetrics(lambda: _engine_stats(holder))
-    app.state.score_threads = score_threads
     for router in (routes.router, compat.router, *ops.ops_routers(settings.metrics_open, settings.docs_open)):
         app.include_router(router)
     for kind, handler in EXCEPTION_HANDLERS.items():

@@ -3,8 +3,6 @@ blocking call on the event loop), so the windows of concurrent requests are batc
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -90,14 +88,9 @@ async def score(body: ScoreRequest, request: Request) -> Any:
     check_queue(engine, settings.retry_after_s)
     timeout = _timeout(body.timeout_s, settings)
     options = body.options.to_options()
-    # The engine has no asynchronous score: a thread of the app's score pool waits for the shared queue (the event
-    # loop does not). On timeout the engine withdraws the queued windows; after a disconnect they are still scored.
-    loop = asyncio.get_running_loop()
+    # Awaited on the shared queue like compress: a timeout or a client that disconnects withdraws the windows.
     with holder.admission(engine).admit(body.texts, settings.retry_after_s):
-        work = loop.run_in_executor(
-            request.app.state.score_threads,
-            functools.partial(engine.score, body.query, body.texts, options, show_progress=False, timeout=timeout),
-        )
+        work = engine.ascore(body.query, body.texts, options, show_progress=False, timeout=timeout)
         scored = await engine_call(request, work, timeout, settings.retry_after_s)
     usage = ScoreUsage(
         texts=len(body.texts),

@@ -229,3 +229,20 @@ def test_a_critic_that_returns_too_few_arrays_is_an_error_not_a_hang(minilm_toke
     engine = CPRSEngine(Short(minilm_tokenizer, window_tokens=64, batch_size=4))
     with pytest.raises(RuntimeError, match="score arrays for"):
         engine.compress("zebra", [" ".join(text_about("zebra", i) for i in range(3))], target_ratio=0.3)
+
+
+async def test_ascore_equals_score_and_cancelling_it_withdraws_its_windows(minilm_tokenizer):
+    critic = SlowCritic(minilm_tokenizer, window_tokens=64, batch_size=1, delay=0.05)
+    engine = CPRSEngine(critic, max_wait_ms=0)
+    text = text_about("zebra", 3)
+    [sync] = engine.score("zebra", [text])
+    [awaited] = await engine.ascore("zebra", [text])
+    np.testing.assert_array_equal(sync.probs, awaited.probs)
+    long_text = " ".join(text_about("glacier", i) for i in range(5))
+    task = asyncio.create_task(engine.ascore("glacier", [long_text]))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    assert engine.stats()["queued_windows"] == 0
