@@ -78,6 +78,18 @@ class ScoringCompressor(Compressor, Protocol):
         """Per-token B/I/O/E probabilities of each text."""
         ...
 
+    async def ascore(
+        self,
+        query: str,
+        texts: Sequence[str],
+        options: CompressionOptions | None = None,
+        *,
+        show_progress: bool | None = None,
+        **overrides: Any,
+    ) -> list[TokenScores]:
+        """:meth:`score` without blocking the event loop."""
+        ...
+
     def select(
         self, scored: Sequence[TokenScores], options: CompressionOptions | None = None, **overrides: Any
     ) -> list[CompressionResult]:

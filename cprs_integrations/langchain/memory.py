@@ -153,8 +153,7 @@ async def aprune_messages(
 ) -> list[BaseMessage]:
     """:func:`prune_messages` without blocking the event loop (the critic runs in a worker thread).
 
-    With ``keep_alternation`` the texts are scored by ``engine.score`` in a worker thread (the engine has no
-    asynchronous ``score``): cancelling the task does not withdraw windows already queued.
+    Cancelling the task withdraws the windows it queued (``engine.acompress`` / ``engine.ascore``).
     """
     options = _memory_options(options, overrides)
     plan = _plan(messages, query, max_tokens, keep_last_turns, options.token_counter, start_on, keep_alternation)
@@ -285,7 +284,7 @@ async def _aprune(plan: _Plan, get_engine: Callable[[], CPRSEngine], options: Co
     if not plan.keep_alternation:
         results = await engine.acompress(plan.query, texts, options, target_tokens=plan.budget)
         return _assemble(plan, [result.text for result in results])
-    scored = await asyncio.to_thread(engine.score, plan.query, texts, options)
+    scored = await engine.ascore(plan.query, texts, options)  # cancelling the task withdraws its windows
     kept = await asyncio.to_thread(_select_keeping_alternation, plan, engine, scored, options)
     return _assemble(plan, kept)
 

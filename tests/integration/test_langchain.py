@@ -709,6 +709,10 @@ class SpyEngine:
         self.calls.append(CompressionOptions.build(options, **overrides))
         return self.engine.score(query, texts, options, **overrides)
 
+    async def ascore(self, query: str, texts: list[str], options: Any = None, **overrides: Any) -> Any:
+        self.calls.append(CompressionOptions.build(options, **overrides))
+        return await self.engine.ascore(query, texts, options, **overrides)
+
     def select(self, scored: Any, options: Any = None, **overrides: Any) -> Any:
         return self.engine.select(scored, options, **overrides)
 
