@@ -261,10 +261,8 @@ class CPRSEngine:
             True
         """
         started = time.perf_counter()
-        texts = check_texts(texts)
-        query = check_query(query)
-        options = CompressionOptions.build(options, **overrides)
-        plan = self._plan(query, texts, _instruction(options, self.critic.kind))
+        query, texts, options = _checked(query, texts, options, overrides)
+        plan = self._plan(query, texts, options)
         probs = _wait(self._submit(plan, show_progress), timeout)
         return self._finish(plan, probs, options, started)
 
@@ -296,10 +294,8 @@ class CPRSEngine:
         """:meth:`compress` without blocking the event loop: tokenizing and selection run in worker threads, the
         windows wait in the shared queue. Cancelling the task withdraws its queued windows."""
         started = time.perf_counter()
-        texts = check_texts(texts)
-        query = check_query(query)
-        options = CompressionOptions.build(options, **overrides)
-        plan = await asyncio.to_thread(self._plan, query, texts, _instruction(options, self.critic.kind))
+        query, texts, options = _checked(query, texts, options, overrides)
+        plan = await asyncio.to_thread(self._plan, query, texts, options)
         probs = await _await_handle(self._submit(plan, show_progress), timeout)
         return await asyncio.to_thread(self._finish, plan, probs, options, started)
 
@@ -314,10 +310,8 @@ class CPRSEngine:
         **overrides: Any,
     ) -> list[TokenScores]:
         """:meth:`score` without blocking the event loop; cancelling the task withdraws its queued windows."""
-        texts = check_texts(texts)
-        query = check_query(query)
-        options = CompressionOptions.build(options, **overrides)
-        plan = await asyncio.to_thread(self._plan, query, texts, _instruction(options, self.critic.kind))
+        query, texts, options = _checked(query, texts, options, overrides)
+        plan = await asyncio.to_thread(self._plan, query, texts, options)
         probs = await _await_handle(self._submit(plan, show_progress), timeout)
         return plan.gather(probs)
 
@@ -354,16 +348,15 @@ class CPRSEngine:
         Returns:
             One :class:`TokenScores` per text, in input order: ``offsets`` ``(n, 2)``, ``probs`` ``(n, 4)``.
         """
-        texts = check_texts(texts)
-        query = check_query(query)
-        options = CompressionOptions.build(options, **overrides)
-        plan = self._plan(query, texts, _instruction(options, self.critic.kind))
+        query, texts, options = _checked(query, texts, options, overrides)
+        plan = self._plan(query, texts, options)
         return plan.gather(_wait(self._submit(plan, show_progress), timeout))
 
     # ------------------------------------------------------------------------------------------------- scoring
 
-    def _plan(self, query: str, texts: list[str], instruction: str) -> _Plan:
+    def _plan(self, query: str, texts: list[str], options: CompressionOptions) -> _Plan:
         """Tokenize the texts and cut the windows of one call (no scoring)."""
+        instruction = _instruction(options, self.critic.kind)
         started = time.perf_counter()
         self._refuse_from_characters(texts)
         tokenized = tokenize_with_offsets(self.critic.tokenizer, texts)
@@ -398,12 +391,13 @@ class CPRSEngine:
         if unknown is None or self._warned_unknown:
             return
         for i, tok in enumerate(tokenized):
-            if len(tok) >= 16 and np.count_nonzero(tok.ids == unknown) > len(tok) // 2:
+            unknowns = int(np.count_nonzero(tok.ids == unknown))
+            if len(tok) >= 16 and unknowns > len(tok) // 2:
                 self._warned_unknown = True
                 logger.warning(
                     "cprs: %d of the %d critic tokens of texts[%d] are unknown to the critic %s; its scores are not "
                     "meaningful for this text (the embedded default critic knows English only). Logged once.",
-                    int(np.count_nonzero(tok.ids == unknown)),
+                    unknowns,
                     len(tok),
                     i,
                     self.critic.name_or_path,
@@ -495,6 +489,13 @@ def _wait(handle: Any, timeout: float | None) -> list[np.ndarray]:
     except BaseException:
         handle.cancel()
         raise
+
+
+def _checked(
+    query: Any, texts: Any, options: CompressionOptions | None, overrides: dict[str, Any]
+) -> tuple[str, list[str], CompressionOptions]:
+    """The inputs of a call, checked (query, texts, options with overrides), before any work."""
+    return check_query(query), check_texts(texts), CompressionOptions.build(options, **overrides)
 
 
 def _instruction(options: CompressionOptions, critic_kind: str) -> str:

@@ -40,7 +40,6 @@ Granularity = Literal["token", "sentence", "paragraph", "chunk"]
 Mode = Literal["budget", "tags"]
 Language = Literal["en", "zh"]
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)
-MODES: tuple[str, ...] = get_args(Mode)
 LANGUAGES: tuple[str, ...] = get_args(Language)
 _BUDGET_FIELDS = ("target_ratio", "target_tokens")
 
@@ -226,6 +225,15 @@ class CompressionOptions(BaseModel):
             raise TypeError(f"options must be a CompressionOptions or None, got {type(options).__name__}")
         return options.merged(**overrides) if overrides else options
 
+    @classmethod
+    def of(cls, source: Any, fields: tuple[str, ...], **extra: Any) -> CompressionOptions:
+        """The options named ``fields`` read from ``source`` (an adapter declaring them), plus ``extra``, checked.
+
+        Raises:
+            ValueError: values that do not go together (two budgets, a budget in tags mode).
+        """
+        return cls(**{name: getattr(source, name) for name in fields}, **extra)
+
     def merged(self, **overrides: Any) -> CompressionOptions:
         """A copy with ``overrides`` applied and checked; a new budget or mode replaces the whole budget.
 
@@ -260,11 +268,6 @@ class CompressionOptions(BaseModel):
         ratio = float(self.target_ratio if self.target_ratio is not None else DEFAULT_TARGET_RATIO)
         # a hair above the float product, so that 0.29 x 100 gives 29 tokens, not 28
         return [math.floor(ratio * n + 1e-9) for n in totals]
-
-
-def option_names() -> tuple[str, ...]:
-    """Every option, in declaration order."""
-    return tuple(CompressionOptions.model_fields)
 
 
 def option_fields_model(name: str, fields: tuple[str, ...], **defaults: Any) -> type[BaseModel]:

@@ -35,7 +35,7 @@ import contextvars
 import functools
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import regex
@@ -113,21 +113,28 @@ BLOCK_CHARS = 1_000_000
 # A blank line followed by an unindented line: never inside an indented code block or a list item's continuation.
 _BLOCK_CUT = re.compile(r"\n[ \t\f\v\r]*\n(?=[^\s])")
 # Decisions a block must take as its whole text would: is it Markdown, does it have blank lines.
+_T = TypeVar("_T")
 _MARKDOWN: contextvars.ContextVar[bool | None] = contextvars.ContextVar("cprs_markdown", default=None)
 _BLANK_LINES: contextvars.ContextVar[bool | None] = contextvars.ContextVar("cprs_blank_lines", default=None)
 
 
-def _text_blocks(text: str) -> list[tuple[int, int]]:
+def _text_blocks(text: str) -> tuple[tuple[int, int], ...]:
+    """The blocks of ``text`` (see :func:`_blocks_of`), for the current :data:`BLOCK_CHARS`."""
+    if len(text) <= BLOCK_CHARS:  # the common case, kept out of the cache so that it holds the long text
+        return ((0, len(text)),)
+    return _blocks_of(text, BLOCK_CHARS)
+
+
+@functools.lru_cache(maxsize=1)  # one call segments its text several times (windows, units, headings, fallback)
+def _blocks_of(text: str, block_chars: int) -> tuple[tuple[int, int], ...]:
     """``[start, end)`` blocks of about :data:`BLOCK_CHARS`, each ending just after the first line break of a blank
     line that is followed by an unindented line and lies outside every Markdown construct that may hold blank lines
     (fenced code, HTML comments and ``pre`` / ``script`` / ``style`` / ``textarea`` blocks); one block for a short
     text or one without such blank lines."""
-    if len(text) <= BLOCK_CHARS:
-        return [(0, len(text))]
     regions = _multiline_regions(text)
     starts = [a for a, _ in regions]
     cuts = [0]
-    position = BLOCK_CHARS
+    position = block_chars
     while position < len(text):
         match = _BLOCK_CUT.search(text, position)
         while match is not None:
@@ -138,8 +145,8 @@ def _text_blocks(text: str) -> list[tuple[int, int]]:
         if match is None:
             break
         cuts.append(match.start() + 1)
-        position = cuts[-1] + BLOCK_CHARS
-    return list(zip(cuts, [*cuts[1:], len(text)]))
+        position = cuts[-1] + block_chars
+    return tuple(zip(cuts, [*cuts[1:], len(text)]))
 
 
 _FENCE = re.compile(r"(?m)^ {0,3}(`{3,}|~{3,})([^\n]*)$")
@@ -182,18 +189,23 @@ def _multiline_regions(text: str) -> list[tuple[int, int]]:
     return merged
 
 
-def _blockwise(text: str, segment: Callable[[str], np.ndarray]) -> np.ndarray | None:
-    """``segment`` run block by block with the whole text's decisions, offsets shifted; ``None`` for one block."""
+def _per_block(text: str, segment: Callable[[str], _T]) -> list[tuple[_T, int]] | None:
+    """``segment`` of each block with the whole text's decisions, with the block's start; ``None`` for one block."""
     blocks = _text_blocks(text)
     if len(blocks) == 1:
         return None
     tokens = (_MARKDOWN.set(looks_like_markdown(text)), _BLANK_LINES.set(True))
     try:
-        parts = [segment(text[start:end]) + start for start, end in blocks]
+        return [(segment(text[start:end]), start) for start, end in blocks]
     finally:
         _BLANK_LINES.reset(tokens[1])
         _MARKDOWN.reset(tokens[0])
-    return np.concatenate(parts).astype(np.int64) if parts else empty_spans()
+
+
+def _blockwise(text: str, segment: Callable[[str], np.ndarray]) -> np.ndarray | None:
+    """``segment`` run block by block (see :func:`_per_block`), offsets shifted; ``None`` for one block."""
+    parts = _per_block(text, segment)
+    return None if parts is None else np.concatenate([spans + shift for spans, shift in parts]).astype(np.int64)
 
 
 def _in_block(text: str, start: int, end: int | None) -> tuple[str, int, int, int]:
@@ -663,13 +675,8 @@ def markdown_headings(text: str) -> Headings:
 
 def _headings(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Heading spans and levels (block by block for a long text)."""
-    blocks = _text_blocks(text)
-    if len(blocks) > 1:
-        token = _MARKDOWN.set(looks_like_markdown(text))
-        try:
-            parts = [(_headings(text[a:b]), a) for a, b in blocks]
-        finally:
-            _MARKDOWN.reset(token)
+    parts = _per_block(text, _headings)
+    if parts is not None:
         spans = np.concatenate([found[0] + shift for found, shift in parts]).astype(np.int64).reshape(-1, 2)
         return spans, np.concatenate([found[1] for found, _ in parts]).astype(np.int64)
     view = view_of(text)

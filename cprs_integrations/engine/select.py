@@ -39,6 +39,7 @@ from cprs_integrations.engine.selection import (
     select_under_budgets,
     unit_log_odds,
 )
+from cprs_integrations.engine.textview import empty_spans
 
 #: Why a result kept nothing (``CompressionResult.empty_reason``).
 EMPTY_REASONS = {
@@ -122,7 +123,7 @@ def _select_budget(
     for t, g in enumerate(groups):
         members.setdefault(g, []).append(t)
     threshold = options.score_threshold
-    eligible = [np.ones(len(s), dtype=bool) if threshold is None else s >= threshold for s in scores]
+    eligible = [_eligible(s, threshold) for s in scores]
     priorities = None
     if options.lexical_weight > 0 and options.granularity != "token":
         priorities = _fused(scored, texts, units, log_odds, groups, options.lexical_weight)
@@ -152,7 +153,7 @@ def _select_budget(
             if len(finer) < 2:
                 continue
             finer_scores = _sigmoid(unit_log_odds(finer, scored[t].offsets, scored[t].probs))
-            finer_eligible = [np.ones(len(finer), dtype=bool) if threshold is None else finer_scores >= threshold]
+            finer_eligible = [_eligible(finer_scores, threshold)]
             [picked] = select_under_budgets(
                 [texts[t]],
                 [finer],
@@ -183,7 +184,7 @@ def _select_budget(
             reasons.append("zero_budget")
         elif not eligible[t].any():
             reasons.append("below_score_threshold")
-        elif _best_unit_too_large(texts[t], units[t], ranks[t], eligible[t], budgets[g], count_tokens):
+        elif _too_large(texts[t], units[t], _best_unit([t], ranks, eligible), budgets[g], count_tokens):
             reasons.append("unit_too_large")
         elif any(len(selections[o].spans) for o in members[g]):
             reasons.append("outranked")
@@ -192,18 +193,18 @@ def _select_budget(
     return selections, reasons
 
 
-def _best_unit_too_large(
-    text: str,
-    units: np.ndarray,
-    ranks: np.ndarray,
-    eligible: np.ndarray,
-    budget: int,
-    count_tokens: Callable[[str], int],
+def _eligible(scores: np.ndarray, threshold: float | None) -> np.ndarray:
+    """``(m,)`` bool: the units that may be kept (all, or those reaching ``score_threshold``)."""
+    return np.ones(len(scores), dtype=bool) if threshold is None else scores >= threshold
+
+
+def _too_large(
+    text: str, units: np.ndarray, best: tuple[int, int] | None, budget: int, count_tokens: Callable[[str], int]
 ) -> bool:
-    candidates = np.flatnonzero(eligible)
-    if len(candidates) == 0:
+    """Whether the text's best unit (``best``, from :func:`_best_unit`) costs more than the whole budget."""
+    if best is None:
         return False
-    start, end = units[int(candidates[np.argmax(ranks[candidates])])]
+    start, end = units[best[1]]
     return count_tokens(text[int(start) : int(end)]) > budget
 
 
@@ -221,7 +222,7 @@ def _fused(
             "lexical_weight > 0 needs the one query the texts were scored for (TokenScores.query); "
             "score them with engine.score(query, texts) or pass lexical_weight=0"
         )
-    paragraphs = [segment.paragraph_spans(t) if t.strip() else _no_units() for t in texts]
+    paragraphs = [segment.paragraph_spans(t) if t.strip() else empty_spans() for t in texts]
     query = next(iter(queries), "")
     return fused_priorities(query, texts, units, paragraphs, log_odds, groups, lexical_weight)
 
@@ -251,7 +252,7 @@ def _finer_units(text: str, start: int, end: int, level: str) -> np.ndarray:
 
 def _units(scored: TokenScores, granularity: str, chunk_tokens: int) -> np.ndarray:
     if not scored.text.strip():
-        return _no_units()
+        return empty_spans()
     units = segment.units_for(granularity, scored.text, scored.offsets, chunk_tokens)
     return units if granularity == "token" else glue_headings(scored.text, units)
 
@@ -287,10 +288,6 @@ def glue_headings(text: str, units: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def _no_units() -> np.ndarray:
-    return np.zeros((0, 2), dtype=np.int64)
 
 
 def _result(

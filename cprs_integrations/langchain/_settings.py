@@ -104,8 +104,7 @@ class CompressionSettings(EngineSettings, _DocumentOptions):
         Raises:
             ValueError: options that do not go together (two budgets, a budget in tags mode).
         """
-        values = {name: getattr(self, name) for name in DOCUMENT_ADAPTER_FIELDS}
-        return CompressionOptions(**values, per_text_budget=self.per_document_budget)
+        return CompressionOptions.of(self, DOCUMENT_ADAPTER_FIELDS, per_text_budget=self.per_document_budget)
 
     def compress_options(self) -> dict[str, Any]:
         """Deprecated (0.2, removed in 0.3): keyword arguments of ``CPRSEngine.compress``; use

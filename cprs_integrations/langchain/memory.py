@@ -240,7 +240,7 @@ class CPRSMessagePruner(EngineSettings, _MemoryOptions, RunnableSerializable[Mes
         )
 
     def _options(self) -> CompressionOptions:
-        return CompressionOptions(**{name: getattr(self, name) for name in MEMORY_ADAPTER_FIELDS})
+        return CompressionOptions.of(self, MEMORY_ADAPTER_FIELDS)
 
 
 # ----------------------------------------------------------------------------------------------- internals

@@ -158,7 +158,7 @@ class _ToolOutputSettings(EngineSettings, _ToolOutputOptions):
         return self
 
     def compression_options(self) -> CompressionOptions:
-        return CompressionOptions(**{name: getattr(self, name) for name in MEMORY_ADAPTER_FIELDS})
+        return CompressionOptions.of(self, MEMORY_ADAPTER_FIELDS)
 
 
 class CPRSToolOutputCompressor(AgentMiddleware[AgentState[Any], Any, Any]):

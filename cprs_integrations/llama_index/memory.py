@@ -119,7 +119,7 @@ class CPRSMemoryBlock(_MemoryOptions, BaseMemoryBlock[str]):
 
     def compression_options(self) -> CompressionOptions:
         """The :class:`CompressionOptions` of the block (its budget, ``max_tokens`` or less, is set per call)."""
-        return CompressionOptions(**{name: getattr(self, name) for name in MEMORY_ADAPTER_FIELDS})
+        return CompressionOptions.of(self, MEMORY_ADAPTER_FIELDS)
 
     @property
     def engine(self) -> CPRSEngine:

@@ -117,8 +117,7 @@ class CPRSNodePostprocessor(_DocumentOptions, BaseNodePostprocessor):
         Raises:
             ValueError: options that do not go together (two budgets, a budget in tags mode).
         """
-        values = {name: getattr(self, name) for name in DOCUMENT_ADAPTER_FIELDS}
-        return CompressionOptions(**values, per_text_budget=self.per_node_budget)
+        return CompressionOptions.of(self, DOCUMENT_ADAPTER_FIELDS, per_text_budget=self.per_node_budget)
 
     @classmethod
     def class_name(cls) -> str:
