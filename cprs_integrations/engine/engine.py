@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from cprs_integrations.engine import segment
+from cprs_integrations.engine.budget import resolve_token_counter
+from cprs_integrations.engine.coarse import COARSE_AUTO_MIN_WINDOWS, Embed, choose_windows, windows_to_keep
 from cprs_integrations.engine.inputs import check_query, check_texts
-from cprs_integrations.engine.options import CompressionOptions
+from cprs_integrations.engine.options import DEFAULT_TARGET_RATIO, CompressionOptions
 from cprs_integrations.engine.prompts import instruction_for
 from cprs_integrations.engine.result import CompressionResult, TokenScores
 from cprs_integrations.engine.scheduler import DEFAULT_MAX_WAIT_MS, BatchScheduler
@@ -60,6 +63,8 @@ class CPRSEngine:
         max_wait_ms: How long a free device waits for a fuller batch when calls arrive together (default 2 ms).
         max_queue_windows: Refuse a call (:class:`~cprs_integrations.engine.scheduler.QueueFullError`) that would
             queue more windows than this; ``None``: unbounded.
+        coarse_embedder: ``texts -> (n, d)`` normalised embeddings for the coarse filter (default: the shipped
+            model2vec model, loaded on first use; see :mod:`cprs_integrations.engine.coarse`).
 
     Windows of all concurrent calls (threads, event loops) are batched together by one
     :class:`~cprs_integrations.engine.scheduler.BatchScheduler` (fair across calls); :meth:`stats` counts what ran.
@@ -82,6 +87,7 @@ class CPRSEngine:
         max_batch_tokens: int | None = None,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_queue_windows: int | None = None,
+        coarse_embedder: Embed | None = None,
     ):
         self.critic = critic
         self.window_tokens = _positive_int(
@@ -97,6 +103,7 @@ class CPRSEngine:
         self.max_input_tokens = _positive_int("max_input_tokens", max_input_tokens)
         self._workers = [critic, *replicas]
         self._max_token_chars: int | None = None
+        self._coarse_embedder = coarse_embedder
         self._warned_unknown = False
         self.scheduler = BatchScheduler(
             self._workers,
@@ -370,11 +377,13 @@ class CPRSEngine:
         layout = self.critic.prompt_layout(instruction, query, max_prefix_tokens=self.window_tokens // 2)
         content_tokens = self.window_tokens - layout.overhead
         windows: list[tuple[int, int, int]] = []  # (text index, token start, token end)
+        sentences: list[np.ndarray] = []
         for i, (text, tok) in enumerate(zip(texts, tokenized)):
+            sentences.append(segment.sentence_spans(text) if len(tok) else np.zeros((0, 2), dtype=np.int64))
             if len(tok) == 0:
                 continue
             paragraph_starts = boundary_token_starts(tok.offsets, segment.paragraph_spans(text)[:, 0])
-            sentence_starts = boundary_token_starts(tok.offsets, segment.sentence_spans(text)[:, 0])
+            sentence_starts = boundary_token_starts(tok.offsets, sentences[i][:, 0])
             for start, end in cut_windows(len(tok), content_tokens, paragraph_starts, sentence_starts).tolist():
                 windows.append((i, start, end))
         timings = {
@@ -382,7 +391,40 @@ class CPRSEngine:
             "windows": float(len(windows)),
             "critic_tokens": float(total_tokens),
         }
-        return _Plan(query, texts, tokenized, layout, windows, timings)
+        plan = _Plan(query, texts, tokenized, layout, windows, timings)
+        self._coarse_filter(plan, sentences, options)
+        return plan
+
+    def _coarse_filter(self, plan: _Plan, sentences: list[np.ndarray], options: CompressionOptions) -> None:
+        """Mark the windows the critic skips (``options.coarse_filter``; rules in :mod:`engine.coarse`)."""
+        plan.timings["windows_scored"] = float(len(plan.windows))
+        if options.coarse_filter == "off" or options.mode != "budget" or len(plan.windows) < COARSE_AUTO_MIN_WINDOWS:
+            return
+        started = time.perf_counter()
+        groups = [i if options.per_text_budget else 0 for i, _, _ in plan.windows]
+        windows_per_group = Counter(groups)
+        if not any(n >= COARSE_AUTO_MIN_WINDOWS for n in windows_per_group.values()):
+            return
+        if options.target_tokens is not None:  # the share of a fixed budget needs the texts' tokens
+            count = resolve_token_counter(options.token_counter)
+            plan.original_tokens = [count(t) if t else 0 for t in plan.texts]
+        keep = {g: windows_to_keep(_share(options, plan, g), n) for g, n in windows_per_group.items()}
+        window_texts, window_sentences = plan.window_texts(sentences)
+        choice = choose_windows(plan.query, window_texts, window_sentences, groups, keep, self._embedder())
+        plan.scored = choice.scored
+        plan.timings.update(
+            coarse_s=time.perf_counter() - started,
+            windows_scored=float(np.count_nonzero(choice.scored)),
+            windows_forced=float(choice.forced),
+            windows_chased=float(choice.chased),
+        )
+
+    def _embedder(self) -> Embed:
+        if self._coarse_embedder is None:
+            from cprs_integrations.models.static_embedding import default_embedder
+
+            self._coarse_embedder = default_embedder()
+        return self._coarse_embedder
 
     def _warn_unknown_tokens(self, tokenized: list[TokenizedText]) -> None:
         """Log once per engine when most critic tokens of a text are unknown to its vocabulary (e.g. Chinese for
@@ -430,8 +472,8 @@ class CPRSEngine:
 
     def _submit(self, plan: _Plan, show_progress: bool | None) -> Any:
         """Queue the plan's windows on the shared scheduler; returns its handle."""
-        progress = _progress(len(plan.windows), show_progress)
-        rows = [(plan.layout, plan.tokenized[i].ids[s:e]) for i, s, e in plan.windows]
+        progress = _progress(len(plan.scored_windows()), show_progress)
+        rows = [(plan.layout, plan.tokenized[i].ids[s:e]) for i, s, e in plan.scored_windows()]
         plan.timings["submitted_at"] = time.perf_counter()
         try:
             handle = self.scheduler.submit(rows, progress.update if progress is not None else None)
@@ -448,7 +490,7 @@ class CPRSEngine:
     ) -> list[CompressionResult]:
         timings = dict(plan.timings)
         timings["score_s"] = time.perf_counter() - timings.pop("submitted_at")
-        results = select_results(plan.gather(probs), options)
+        results = select_results(plan.gather(probs), options, original_tokens=plan.original_tokens)
         total = time.perf_counter() - started
         return [replace(r, timings={**timings, **r.timings, "total_s": total}) for r in results]
 
@@ -505,6 +547,15 @@ def _instruction(options: CompressionOptions, critic_kind: str) -> str:
     return instruction_for(options.granularity, options.language, critic_kind)
 
 
+def _share(options: CompressionOptions, plan: _Plan, group: int) -> float:
+    """The share of a budget group's tokens its budget keeps (``target_ratio``, else ``target_tokens`` / tokens)."""
+    if options.target_tokens is None:
+        return float(options.target_ratio if options.target_ratio is not None else DEFAULT_TARGET_RATIO)
+    counts = plan.original_tokens or []
+    total = counts[group] if options.per_text_budget else sum(counts)
+    return 1.0 if total <= 0 else min(1.0, options.target_tokens / total)
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -521,12 +572,36 @@ class _Plan:
     layout: PromptLayout
     windows: list[tuple[int, int, int]]
     timings: dict[str, float]
+    #: ``(w,)`` bool: the windows the critic scores (``None``: all; see :mod:`engine.coarse`).
+    scored: np.ndarray | None = None
+    #: Tokens of each text under the options' counter, when the coarse filter needed them (selection reuses them).
+    original_tokens: list[int] | None = None
+
+    def scored_windows(self) -> list[tuple[int, int, int]]:
+        if self.scored is None:
+            return self.windows
+        return [w for w, keep in zip(self.windows, self.scored.tolist()) if keep]
+
+    def window_texts(self, sentences: list[np.ndarray]) -> tuple[list[str], list[list[str]]]:
+        """Each window's text (its tokens' characters) and the texts of the sentences starting in it."""
+        texts, per_window = [], []
+        for i, start, end in self.windows:
+            offsets, text = self.tokenized[i].offsets, self.texts[i]
+            first, last = int(offsets[start, 0]), int(offsets[end - 1, 1])
+            texts.append(text[first:last])
+            spans = sentences[i]
+            lo, hi = np.searchsorted(spans[:, 0], [first, last], side="left")
+            per_window.append([text[int(a) : int(b)] for a, b in spans[lo:hi]])
+        return texts, per_window
 
     def gather(self, probs: list[np.ndarray]) -> list[TokenScores]:
-        """Window probabilities back into one array per text (windows are consecutive per text)."""
+        """Window probabilities back into one array per text (windows are consecutive per text); the tokens of
+        windows the coarse filter skipped get NaN rows."""
         per_text: list[list[np.ndarray]] = [[] for _ in self.texts]
-        for (text_index, _, _), p in zip(self.windows, probs):
-            per_text[text_index].append(p)
+        scored = iter(probs)
+        flags = [True] * len(self.windows) if self.scored is None else self.scored.tolist()
+        for (text_index, start, end), was_scored in zip(self.windows, flags):
+            per_text[text_index].append(next(scored) if was_scored else np.full((end - start, 4), np.nan, np.float32))
         return [
             TokenScores(
                 text=text,

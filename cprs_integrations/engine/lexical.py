@@ -132,6 +132,7 @@ def fused_priorities(
     critic_log_odds: Sequence[np.ndarray],
     groups: Sequence[int],
     weight: float,
+    eligible: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Per text, the ranking priority of each unit: ``z(critic) + weight x z(BM25)`` within its budget group.
 
@@ -143,6 +144,8 @@ def fused_priorities(
         critic_log_odds: Per text, the critic's mean keep log-odds of each unit (``-inf`` for a unit without tokens).
         groups: Budget group of each text: BM25 statistics and z-scores are taken over a group's units.
         weight: ``lexical_weight``; 0 ranks by the critic alone (the z-score keeps its order).
+        eligible: Per text, the units that may be kept: z-scores are taken over those (BM25 statistics over all
+            units); the others get ``-inf``. ``None``: all units.
     """
     priorities: list[np.ndarray] = [np.zeros(0) for _ in texts]
     members: dict[int, list[int]] = {}
@@ -150,10 +153,14 @@ def fused_priorities(
         members.setdefault(g, []).append(t)
     for texts_in_group in members.values():
         sizes = [len(units[t]) for t in texts_in_group]
-        critic = zscore(np.concatenate([np.asarray(critic_log_odds[t], dtype=np.float64) for t in texts_in_group]))
+        mask = np.concatenate(
+            [np.ones(sizes[k], dtype=bool) if eligible is None else eligible[t] for k, t in enumerate(texts_in_group)]
+        )
+        critic = np.concatenate([np.asarray(critic_log_odds[t], dtype=np.float64) for t in texts_in_group])
         documents = [d for t in texts_in_group for d in unit_documents(texts[t], units[t], paragraphs[t])]
-        lexical = zscore(bm25(query, documents)) if weight else np.zeros(len(documents))
-        fused = critic + weight * lexical
+        lexical = bm25(query, documents) if weight else np.zeros(len(documents))
+        fused = np.full(len(documents), -np.inf)
+        fused[mask] = zscore(critic[mask]) + weight * zscore(lexical[mask])
         for t, piece in zip(texts_in_group, np.split(fused, np.cumsum(sizes)[:-1])):
             priorities[t] = piece
     return priorities

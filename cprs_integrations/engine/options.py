@@ -39,6 +39,7 @@ DEFAULT_LEXICAL_WEIGHT = 0.5
 Granularity = Literal["token", "sentence", "paragraph", "chunk"]
 Mode = Literal["budget", "tags"]
 Language = Literal["en", "zh"]
+CoarseFilter = Literal["auto", "off"]
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)
 LANGUAGES: tuple[str, ...] = get_args(Language)
 _BUDGET_FIELDS = ("target_ratio", "target_tokens")
@@ -118,6 +119,12 @@ class CompressionOptions(BaseModel):
         allow_inf_nan=False,
         description="Budget mode at sentence / paragraph / chunk granularity: weight of BM25 next to the critic "
         "when ranking units (z-score fusion); 0 ranks by the critic alone.",
+    )
+    coarse_filter: CoarseFilter = Field(
+        default="auto",
+        description="Budget mode: auto ranks the windows of a long input cheaply (BM25 + static embeddings, exact "
+        "matches, chased references) and the critic scores only the best, a multiple of what the budget can fill "
+        "(from 64 windows on; see engine/coarse.py); off: the critic scores every window.",
     )
     chunk_tokens: int = Field(default=128, ge=1, description="Size of chunk units, in critic tokens.")
     min_span_tokens: int = Field(
@@ -316,6 +323,7 @@ DOCUMENT_ADAPTER_FIELDS = (
     "token_counter",
     "separator",
     "lexical_weight",
+    "coarse_filter",
 )
 #: What a memory adapter exposes: its budget is a token limit of its own (``max_tokens``), always budget mode.
 MEMORY_ADAPTER_FIELDS = (
@@ -326,6 +334,7 @@ MEMORY_ADAPTER_FIELDS = (
     "token_counter",
     "separator",
     "lexical_weight",
+    "coarse_filter",
 )
 
 

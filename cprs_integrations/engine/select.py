@@ -63,12 +63,18 @@ FALLBACK_LEVELS = {
 }
 
 
-def select(scored: list[TokenScores], options: CompressionOptions) -> list[CompressionResult]:
+def select(
+    scored: list[TokenScores], options: CompressionOptions, *, original_tokens: list[int] | None = None
+) -> list[CompressionResult]:
     """Apply ``options`` (budget or tags mode) to scored texts: one result per text, in input order.
+
+    Tokens with NaN probabilities (windows the coarse filter skipped) are not read: a unit none of whose tokens was
+    scored is never kept.
 
     Args:
         scored: Per text, its token offsets and B/I/O/E probabilities (e.g. from :meth:`CPRSEngine.score`).
         options: The compression options; ``instruction`` and ``language`` are not used here (scoring used them).
+        original_tokens: Tokens of each text under ``options.token_counter``, when the caller counted them already.
 
     Raises:
         ValueError: ``lexical_weight > 0`` on texts scored for different (or unknown) queries.
@@ -79,7 +85,7 @@ def select(scored: list[TokenScores], options: CompressionOptions) -> list[Compr
     units = [_units(s, options.granularity, options.chunk_tokens) for s in scored]
     log_odds = [unit_log_odds(u, s.offsets, s.probs) for s, u in zip(scored, units)]
     scores = [_sigmoid(x) for x in log_odds]
-    original = [count_tokens(t) if t else 0 for t in texts]
+    original = original_tokens if original_tokens is not None else [count_tokens(t) if t else 0 for t in texts]
     used = [options.granularity] * len(texts)
     if options.mode == "tags":
         selections = [
@@ -123,10 +129,11 @@ def _select_budget(
     for t, g in enumerate(groups):
         members.setdefault(g, []).append(t)
     threshold = options.score_threshold
-    eligible = [_eligible(s, threshold) for s in scores]
+    read = [_was_scored(x, sc) for x, sc in zip(log_odds, scored)]
+    eligible = [_eligible(s, threshold) & r for s, r in zip(scores, read)]
     priorities = None
     if options.lexical_weight > 0 and options.granularity != "token":
-        priorities = _fused(scored, texts, units, log_odds, groups, options.lexical_weight)
+        priorities = _fused(scored, texts, units, log_odds, groups, options.lexical_weight, read)
     ranks = scores if priorities is None else priorities
 
     whole = {g for g, ts in members.items() if threshold is None and budgets[g] >= sum(original[t] for t in ts)}
@@ -198,6 +205,13 @@ def _eligible(scores: np.ndarray, threshold: float | None) -> np.ndarray:
     return np.ones(len(scores), dtype=bool) if threshold is None else scores >= threshold
 
 
+def _was_scored(log_odds: np.ndarray, scored: TokenScores) -> np.ndarray:
+    """``(m,)`` bool: units with at least one scored token (all units when every token was scored)."""
+    if not np.isnan(scored.probs[:, 2]).any():
+        return np.ones(len(log_odds), dtype=bool)
+    return np.isfinite(log_odds)
+
+
 def _too_large(
     text: str, units: np.ndarray, best: tuple[int, int] | None, budget: int, count_tokens: Callable[[str], int]
 ) -> bool:
@@ -215,6 +229,7 @@ def _fused(
     log_odds: list[np.ndarray],
     groups: list[int],
     lexical_weight: float,
+    read: list[np.ndarray],
 ) -> list[np.ndarray]:
     queries = {s.query for s in scored if s.text.strip()}
     if queries and (len(queries) > 1 or "" in queries):
@@ -224,7 +239,7 @@ def _fused(
         )
     paragraphs = [segment.paragraph_spans(t) if t.strip() else empty_spans() for t in texts]
     query = next(iter(queries), "")
-    return fused_priorities(query, texts, units, paragraphs, log_odds, groups, lexical_weight)
+    return fused_priorities(query, texts, units, paragraphs, log_odds, groups, lexical_weight, read)
 
 
 def _best_unit(

@@ -59,12 +59,13 @@ def token_unit_index(units: np.ndarray, token_offsets: np.ndarray) -> np.ndarray
 
 
 def unit_log_odds(units: np.ndarray, token_offsets: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Mean keep log-odds of each unit's tokens (``-inf`` for a unit without tokens)."""
+    """Mean keep log-odds of each unit's scored tokens (``-inf`` for a unit without any)."""
     if len(units) == 0:
         return np.zeros(0, dtype=np.float64)
     idx = token_unit_index(units, token_offsets)
-    valid = idx >= 0
-    logits = keep_log_odds(probs)[valid]
+    logits = keep_log_odds(probs)
+    valid = (idx >= 0) & ~np.isnan(logits)  # NaN: a token the critic did not read (coarse filter)
+    logits = logits[valid]
     sums = np.bincount(idx[valid], weights=logits, minlength=len(units))
     counts = np.bincount(idx[valid], minlength=len(units))
     return np.divide(sums, counts, out=np.full(len(units), -np.inf), where=counts > 0)
