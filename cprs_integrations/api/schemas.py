@@ -194,20 +194,29 @@ class TokenScoresJSON(BaseModel):
     """Per-token scores of one text (:class:`TokenScores` without the text and query the caller sent)."""
 
     offsets: list[list[int]] = Field(description="[start, end] code-point offsets of each critic token.")
-    probs: list[list[float]] = Field(
-        description="[B, I, O, E] probabilities of each critic token (float32 values, written exactly)."
+    probs: list[list[float] | None] = Field(
+        description="[B, I, O, E] probabilities of each critic token (float32 values, written exactly); null for a "
+        "token the critic did not read (its window was skipped by the coarse filter)."
     )
 
     @classmethod
     def from_scores(cls, scores: TokenScores) -> TokenScoresJSON:
-        """The JSON form of ``scores``."""
-        return cls.model_construct(offsets=scores.offsets.tolist(), probs=scores.probs.tolist())
+        """The JSON form of ``scores`` (NaN rows, tokens not read, become ``null``)."""
+        probs: list[list[float] | None] = scores.probs.tolist()
+        unread = np.flatnonzero(np.isnan(scores.probs[:, 2])) if len(scores.probs) else []
+        for i in unread:
+            probs[int(i)] = None
+        return cls.model_construct(offsets=scores.offsets.tolist(), probs=probs)
 
     def to_scores(self, text: str, query: str) -> TokenScores:
-        """The :class:`TokenScores` again, on the caller's own ``text``."""
+        """The :class:`TokenScores` again, on the caller's own ``text`` (``null`` rows become NaN)."""
         offsets = np.asarray(self.offsets, dtype=np.int64).reshape(-1, 2)
-        probs = np.asarray(self.probs, dtype=np.float32).reshape(-1, 4)
+        rows = [_UNREAD if row is None else row for row in self.probs]
+        probs = np.asarray(rows, dtype=np.float32).reshape(-1, 4)
         return TokenScores(text=text, offsets=offsets, probs=probs, query=query)
+
+
+_UNREAD = [float("nan")] * 4
 
 
 # --------------------------------------------------------------------------------------------------- requests

@@ -349,8 +349,10 @@ class CPRSEngine:
     ) -> list[TokenScores]:
         """Per-token B/I/O/E probabilities of each text (no selection): for analysis and custom selection.
 
-        Only ``granularity``, ``instruction`` and ``language`` of the options matter here (they pick the
-        instruction the critic reads).
+        ``granularity``, ``instruction`` and ``language`` pick the instruction the critic reads; on a long input the
+        coarse filter (``coarse_filter="auto"``, budget mode) reads the budget too and skips windows, whose tokens
+        get NaN probabilities, so that ``select(score(...))`` equals ``compress(...)``. Pass
+        ``coarse_filter="off"`` for a probability on every token.
 
         Returns:
             One :class:`TokenScores` per text, in input order: ``offsets`` ``(n, 2)``, ``probs`` ``(n, 4)``.

@@ -81,6 +81,16 @@ def test_token_scores_travel_exactly() -> None:
     assert np.array_equal(back.offsets, offsets) and back.offsets.dtype == np.int64
 
 
+def test_tokens_the_critic_did_not_read_travel_as_null() -> None:
+    probs = np.random.default_rng(1).random((5, 4), dtype=np.float32)
+    probs[1:3] = np.nan  # a window the coarse filter skipped
+    offsets = np.arange(10, dtype=np.int64).reshape(5, 2)
+    wire = TokenScoresJSON.from_scores(TokenScores("t" * 10, offsets, probs, "q")).model_dump_json()
+    assert "NaN" not in wire and wire.count("null") == 2
+    back = TokenScoresJSON.model_validate_json(wire).to_scores("t" * 10, "q")
+    assert np.array_equal(back.probs, probs, equal_nan=True)
+
+
 def test_token_counter_travels_as_a_name() -> None:
     assert token_counter_name("cl100k_base") == "cl100k_base"
     assert token_counter_name(get_encoding("o200k_base")) == "o200k_base"

@@ -1,0 +1,180 @@
+"""The coarse filter: which windows the critic reads, and that selection never keeps what it did not read."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from cprs_integrations import CompressionOptions
+from cprs_integrations.engine import coarse
+from cprs_integrations.engine.lexical import words
+from cprs_integrations.engine.segment import sentence_spans, word_spans
+from tests.unit.fakes import KeywordCritic
+
+
+def bag_of_words_embed(texts: list[str]) -> np.ndarray:
+    """A deterministic stand-in for the static model: hashed bag of words, L2-normalised."""
+    out = np.zeros((len(texts), 64), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for w in words(text):
+            out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1.0
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms == 0, 1.0, norms)
+
+
+NOISE = [
+    f"Paragraph {i} talks about gardens and weather and the long history of rivers near town number {i % 7}."
+    for i in range(200)
+]
+
+
+def test_key_terms_are_numbers_identifiers_and_quoted_phrases():
+    assert coarse.key_terms("What is the magic number for wild-frog?") == ["wild-frog"]
+    assert coarse.key_terms('Find "blue moon", user_id and the value 58271 in getUser') == [
+        "blue moon",
+        "user_id",
+        "58271",
+        "getuser",
+    ]
+    assert coarse.key_terms("Who founded the company?") == []
+
+
+def test_windows_to_keep_follows_the_budget_with_margin_and_floor():
+    assert coarse.windows_to_keep(0.1, coarse.COARSE_AUTO_MIN_WINDOWS - 1) == coarse.COARSE_AUTO_MIN_WINDOWS - 1
+    assert coarse.windows_to_keep(0.1, 1000) == int(np.ceil(coarse.COARSE_MARGIN * 0.1 * 1000))
+    assert coarse.windows_to_keep(0.001, 1000) == coarse.COARSE_MIN_WINDOWS
+    assert coarse.windows_to_keep(1.0, 1000) == 1000
+
+
+def test_exact_matches_are_kept_and_a_chain_is_followed_across_windows():
+    windows = list(NOISE)
+    chain = {
+        17: "VAR QPWOE = 58271.",
+        90: "VAR XKCDA = VAR QPWOE.",
+        140: "VAR ZORBL = VAR XKCDA.",
+        185: "VAR MNBVC = VAR ZORBL.",
+    }
+    for i, statement in chain.items():
+        windows[i] = windows[i] + " " + statement
+    sentences = [[w] for w in windows]
+    query = "Find all variables that are assigned the value 58271."
+    choice = coarse.choose_windows(query, windows, sentences, [0] * len(windows), {0: 20}, bag_of_words_embed)
+    assert choice.scored.dtype == bool and choice.scored.shape == (len(windows),)
+    assert all(choice.scored[i] for i in chain), "every link of the chain is scored"
+    assert choice.forced == 1 and choice.chased >= 3
+    assert np.count_nonzero(choice.scored) <= 20 + 1
+
+
+def test_a_group_below_its_keep_count_is_scored_whole():
+    windows = NOISE[:30]
+    choice = coarse.choose_windows("gardens", windows, [[w] for w in windows], [0] * 30, {0: 30}, bag_of_words_embed)
+    assert choice.scored.all()
+
+
+def test_groups_are_filtered_separately():
+    windows = NOISE[:100] + NOISE[100:200]
+    groups = [0] * 100 + [1] * 100
+    choice = coarse.choose_windows(
+        "rivers", windows, [[w] for w in windows], groups, {0: 16, 1: 100}, bag_of_words_embed
+    )
+    assert np.count_nonzero(choice.scored[:100]) >= 16 and not choice.scored[:100].all()
+    assert choice.scored[100:].all()
+
+
+# ------------------------------------------------------------------------------------------- in the engine
+
+
+@pytest.fixture
+def engine(minilm_tokenizer):
+    from cprs_integrations import CPRSEngine
+
+    return CPRSEngine(
+        KeywordCritic(minilm_tokenizer, window_tokens=64, batch_size=8), coarse_embedder=bag_of_words_embed
+    )
+
+
+def long_text(needle_at: int = 150) -> str:
+    paragraphs = list(NOISE)
+    paragraphs[needle_at] = "The secret launch code of the orbital station is 7734-alpha."
+    return "\n\n".join(paragraphs)
+
+
+def test_auto_reads_fewer_windows_and_keeps_the_needle(engine):
+    text = long_text()
+    query = "What is the secret launch code of the orbital station?"
+    [auto] = engine.compress(query, [text], target_ratio=0.05)
+    scored_windows = engine.stats()["windows"]
+    [off] = engine.compress(query, [text], target_ratio=0.05, coarse_filter="off")
+    assert "7734-alpha" in auto.text and "7734-alpha" in off.text
+    assert auto.timings["windows"] == off.timings["windows"] >= coarse.COARSE_AUTO_MIN_WINDOWS
+    assert auto.timings["windows_scored"] < auto.timings["windows"] == off.timings["windows_scored"]
+    assert scored_windows == auto.timings["windows_scored"], "the critic saw only the windows the filter kept"
+    assert auto.compressed_tokens <= 0.05 * auto.original_tokens
+
+
+def test_unread_tokens_are_nan_and_never_kept(engine):
+    text = long_text()
+    query = "What is the secret launch code of the orbital station?"
+    [scores] = engine.score(query, [text], target_ratio=0.05)
+    unread = np.isnan(scores.probs).all(axis=1)
+    assert unread.any() and not np.isnan(scores.probs[~unread]).any()
+    # selecting at a larger budget than the one scored for would need unread units to fill it: they stay out
+    for result in engine.select([scores], target_ratio=0.6, lexical_weight=1.0) + engine.select(
+        [scores], target_ratio=0.6, lexical_weight=0.0, granularity="token"
+    ):
+        units = word_spans(text) if result.granularity == "token" else sentence_spans(text)
+        for start, end in units.tolist():
+            if any(span.start <= start and end <= span.end for span in result.spans):
+                inside = (scores.offsets[:, 0] >= start) & (scores.offsets[:, 1] <= end)
+                assert not unread[inside].all(), f"kept unit {text[start:end]!r} was never read by the critic"
+    [off_scores] = engine.score(query, [text], coarse_filter="off")
+    assert not np.isnan(off_scores.probs).any()
+
+
+def test_compress_equals_select_of_score_with_the_filter(engine):
+    text = long_text(40)
+    query = "What is the secret launch code of the orbital station?"
+    options = CompressionOptions(target_ratio=0.05)
+    [direct] = engine.compress(query, [text], options)
+    [via_scores] = engine.select(engine.score(query, [text], options), options)
+    assert direct.spans == via_scores.spans and direct.text == via_scores.text
+
+
+def test_fixed_budget_and_several_texts_share_one_filter(engine):
+    texts = [long_text(10), "\n\n".join(NOISE[:50]), ""]
+    query = "What is the secret launch code of the orbital station?"
+    results = engine.compress(query, texts, target_tokens=300)
+    assert [r.source for r in results] == texts
+    assert "7734-alpha" in results[0].text and results[2].empty_reason == "empty_text"
+    assert results[0].timings["windows_scored"] < results[0].timings["windows"]
+    assert sum(r.compressed_tokens for r in results) <= 300
+
+
+def test_off_tags_mode_and_short_inputs_read_every_window(engine):
+    query = "What is the secret launch code of the orbital station?"
+    text = long_text()
+    for kwargs in ({"coarse_filter": "off"}, {"mode": "tags"}):
+        [r] = engine.compress(query, [text], **kwargs)
+        assert r.timings["windows_scored"] == r.timings["windows"]
+    [short] = engine.compress(query, ["\n\n".join(NOISE[:20])], target_ratio=0.05)
+    assert short.timings["windows_scored"] == short.timings["windows"] < coarse.COARSE_AUTO_MIN_WINDOWS
+
+
+def test_coarse_filter_values_are_checked():
+    with pytest.raises(ValueError, match="coarse_filter"):
+        CompressionOptions(coarse_filter="on")
+
+
+def test_the_shipped_static_model_ranks_a_paraphrase_above_an_unrelated_sentence():
+    from cprs_integrations.models.static_embedding import default_embedder
+
+    embed = default_embedder()
+    vectors = embed(
+        ["Which instrument does Mara like best?", "Mara's favourite instrument is the cello.", "Rain fell."]
+    )
+    assert vectors.shape == (3, embed.dimensions) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert vectors[1] @ vectors[0] > vectors[2] @ vectors[0]
+    assert embed([]).shape == (0, embed.dimensions)
