@@ -1,10 +1,11 @@
-"""Command line: ``cprs demo``, ``cprs compress``, ``cprs serve``, ``cprs train``.
+"""Command line: ``cprs demo``, ``cprs compress``, ``cprs compress-dataset``, ``cprs serve``, ``cprs train``.
 
 Examples:
     $ cprs demo
     $ CPRS_API_KEY=... cprs serve --model Tongyi-Zhiwen/QwenLong-CPRS-7B --device cuda --host 0.0.0.0
     $ cprs compress --query "Who wrote it?" --ratio 0.1 essay.txt
     $ echo "long text" | cprs compress --query "..." --tokens 200 --json
+    $ cprs compress-dataset --query-column question --text-column context --concurrency 4 docs.parquet out/
     $ cprs train --config cprs_integrations/training/configs/default.json --output runs/critic
 """
 
@@ -39,7 +40,7 @@ OPTION_FLAGS: dict[str, tuple[str, Any]] = {
 }
 
 
-def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+def _add_option_flags(parser: argparse.ArgumentParser, per_text_budget: bool = True) -> None:
     from typing import Literal, get_args, get_origin
 
     from cprs_integrations.engine.options import CompressionOptions
@@ -52,14 +53,15 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             flag, dest=name, type=kind, default=None, choices=choices, help=f"{field.description}{default}"
         )
-    parser.add_argument("--per-text-budget", action="store_true", help=fields["per_text_budget"].description)
+    if per_text_budget:
+        parser.add_argument("--per-text-budget", action="store_true", help=fields["per_text_budget"].description)
 
 
 def _options(args: argparse.Namespace) -> Any:
     from cprs_integrations.engine.options import CompressionOptions
 
     given = {name: getattr(args, name) for name, _ in OPTION_FLAGS.values() if getattr(args, name) is not None}
-    return CompressionOptions(**given, per_text_budget=args.per_text_budget)
+    return CompressionOptions(**given, per_text_budget=getattr(args, "per_text_budget", False))
 
 
 def _read_inputs(files: list[str], encoding: str) -> list[tuple[str, str]]:
@@ -112,6 +114,96 @@ def _compress(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _compress_dataset(args: argparse.Namespace) -> int:
+    options = _options(args)  # checked before Ray starts
+    if len(args.concurrency) > 2:
+        raise ValueError(f"--concurrency takes N or MIN MAX, got {args.concurrency}")
+    try:
+        import ray
+
+        from cprs_integrations.ray.files import compress_files
+    except ImportError as e:
+        print(f"cprs: error: {e}", file=sys.stderr)
+        return 2
+    engine_kwargs: dict[str, Any] = {"dtype": args.dtype}
+    if args.device is not None:
+        engine_kwargs["device"] = args.device
+    if args.engine_batch_size is not None:
+        engine_kwargs["batch_size"] = args.engine_batch_size
+    if args.window_tokens is not None:
+        engine_kwargs["window_tokens"] = args.window_tokens
+    owns_ray = not ray.is_initialized()  # main() called inside a Ray driver uses its cluster
+    if owns_ray:
+        ray.init(address=args.address)
+    try:
+        summary = compress_files(
+            args.input,
+            args.output,
+            input_format=args.input_format,
+            output_format=args.output_format,
+            output_column=args.output_column,
+            query_column=args.query_column,
+            text_column=args.text_column,
+            query=args.query,
+            options=options,
+            model=args.model,
+            engine_kwargs=engine_kwargs,
+            concurrency=tuple(args.concurrency) if len(args.concurrency) == 2 else args.concurrency[0],
+            num_gpus=args.num_gpus,
+            num_cpus=args.num_cpus,
+            torch_threads=args.torch_threads,
+            batch_size=args.batch_size,
+        )
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    print(f"cprs: {args.output}: {summary}", file=sys.stderr)
+    return 0
+
+
+def _add_dataset_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("input", help="a Parquet or JSON-lines file, or a folder of them (or a URL Ray reads)")
+    command.add_argument("output", help="output folder: the input's rows with the output columns, in row order")
+    command.add_argument("--query-column", default="query", help="column holding each row's query (default: query)")
+    command.add_argument("--text-column", default="text", help="column holding the text to compress (default: text)")
+    command.add_argument("--query", default=None, help="one query for every row (then --query-column is not read)")
+    command.add_argument(
+        "--output-column",
+        default="compressed",
+        help="name of the compressed-text column; also NAME_spans, NAME_original_tokens, NAME_tokens, NAME_error "
+        "(default: compressed)",
+    )
+    _add_option_flags(command, per_text_budget=False)
+    command.add_argument("--model", default=None, help="critic folder or hub id (default: the embedded critic)")
+    command.add_argument("--device", default=None, help="default: cuda when --num-gpus > 0 (the actor's GPU), else cpu")
+    command.add_argument("--dtype", default="auto", help=DTYPE_HELP)
+    command.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="actors, one engine each: N, or MIN MAX for an autoscaling pool (default: 1)",
+    )
+    command.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor (0.5: two per GPU; default: 0)")
+    command.add_argument("--num-cpus", type=float, default=1, help="CPUs Ray reserves per actor (default: 1)")
+    command.add_argument(
+        "--torch-threads", type=int, default=None, help="torch threads per actor (default: --num-cpus, rounded up)"
+    )
+    command.add_argument(
+        "--batch-size", type=int, default=64, help="rows per map_batches call (Ray's batch; default: 64)"
+    )
+    command.add_argument(
+        "--engine-batch-size", type=int, default=None, help="windows per forward pass (default: the critic's)"
+    )
+    command.add_argument("--window-tokens", type=int, default=None, help="tokens per window (default: the critic's)")
+    command.add_argument("--input-format", choices=("parquet", "jsonl"), default=None, help="default: from INPUT")
+    command.add_argument("--output-format", choices=("parquet", "jsonl"), default=None, help="default: the input's")
+    command.add_argument(
+        "--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one is started)"
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -178,12 +270,15 @@ SERVER_FLAGS: dict[str, tuple[str, Any]] = {
     "--open-metrics": ("metrics_open", "flag"),
     "--open-docs": ("docs_open", "flag"),
 }
-#: Windows the served engine queues before answering 429 (the engine alone is unbounded by default).
-SERVE_MAX_QUEUE_WINDOWS = 4096
 
 
 def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
-    from cprs_integrations.server.settings import API_KEY_ENV, API_KEY_FILE_ENV, ServerSettings
+    from cprs_integrations.server.settings import (
+        API_KEY_ENV,
+        API_KEY_FILE_ENV,
+        DEFAULT_MAX_QUEUE_WINDOWS,
+        ServerSettings,
+    )
 
     serve.add_argument("--model", default=None, help="critic folder or hub id (default: the embedded critic)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
@@ -206,9 +301,9 @@ def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--max-queue-windows",
         type=int,
-        default=SERVE_MAX_QUEUE_WINDOWS,
+        default=DEFAULT_MAX_QUEUE_WINDOWS,
         help=f"windows queued at most; a request that would pass it is answered 429 with Retry-After (default: "
-        f"{SERVE_MAX_QUEUE_WINDOWS})",
+        f"{DEFAULT_MAX_QUEUE_WINDOWS})",
     )
     serve.add_argument(
         "--max-input-tokens", type=int, default=None, help="critic tokens one request may hold (default: 10M)"
@@ -334,6 +429,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--html", default=None, metavar="FILE", help="also write the texts with kept spans highlighted"
     )
     compress.set_defaults(func=_compress)
+
+    dataset = commands.add_parser(
+        "compress-dataset",
+        help="compress every row of Parquet / JSON-lines files on Ray (needs the ray extra)",
+        description="Ray Data over an actor pool, one engine per actor: each row's text compressed for its query "
+        "(one budget per row), every column kept, the rows in order; a bad row gets a message in NAME_error "
+        "instead of failing the job. Progress is Ray Data's; a summary line ends the run.",
+    )
+    _add_dataset_flags(dataset)
+    dataset.set_defaults(func=_compress_dataset)
 
     demo = commands.add_parser("demo", help="compress the bundled sample document and print what was kept")
     demo.add_argument("--model", default=None, help="critic folder or hub id (default: the embedded critic)")

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 API_KEY_ENV = "CPRS_API_KEY"
 #: Environment variable naming a file that holds the API key.
 API_KEY_FILE_ENV = "CPRS_API_KEY_FILE"
+#: Windows a served engine queues before answering 429 (the engine alone is unbounded by default): ``cprs serve``
+#: and the Ray Serve replicas.
+DEFAULT_MAX_QUEUE_WINDOWS = 4096
 
 
 class ServerSettings(BaseModel):
