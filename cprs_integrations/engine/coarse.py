@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cprs_integrations.engine.lexical import bm25, words, zscore
+from cprs_integrations.engine.lexical import bm25_of_words, words, zscore
 
 #: ``coarse_filter="auto"`` filters a budget group only from this many windows on (about 32K tokens of the default
 #: critic, 512K of a decoder critic with 8K windows); below it every window is scored.
@@ -146,11 +146,12 @@ def choose_windows(
         k = keep[g]
         texts = [lowered[i] for i in members]
         sentences = [window_sentences[i] for i in members]
+        window_words = [words(t) for t in texts]
         forced = _exact_matches(texts, terms, k)
-        order = np.argsort(-_ranking(query, texts, sentences, query_vector, embed), kind="stable")
+        order = np.argsort(-_ranking(query, window_words, sentences, query_vector, embed), kind="stable")
         chosen = set(forced.tolist())
         # Chase from the exact matches first (a chain starts at its value), then from the best ranked windows.
-        rare = _rare_words(texts)
+        rare = _rare_words(window_words)
         chased = _chase(query, terms, rare, sentences, forced.tolist(), chosen, k // 2)
         seeds = [int(i) for i in order[:CHASE_SEEDS] if int(i) not in chosen]
         chosen.update(seeds)
@@ -178,24 +179,24 @@ def _exact_matches(texts: list[str], terms: list[str], keep: int) -> np.ndarray:
 
 
 def _ranking(
-    query: str, texts: list[str], sentences: list[Sequence[str]], query_vector: np.ndarray, embed: Embed
+    query: str, window_words: list[list[str]], sentences: list[Sequence[str]], query_vector: np.ndarray, embed: Embed
 ) -> np.ndarray:
     """``z(BM25) + EMBEDDING_WEIGHT x z(best sentence cosine)`` of each window."""
-    lexical = zscore(bm25(query, texts))
+    lexical = zscore(bm25_of_words(words(query), window_words, len(window_words)))
     flat = [s for per_window in sentences for s in per_window]
-    best = np.full(len(texts), -1.0)
+    best = np.full(len(window_words), -1.0)
     if flat:
         cosine = embed(flat) @ query_vector
-        owner = np.repeat(np.arange(len(texts)), [len(s) for s in sentences])
+        owner = np.repeat(np.arange(len(window_words)), [len(s) for s in sentences])
         np.maximum.at(best, owner, cosine)
     return lexical + EMBEDDING_WEIGHT * zscore(best)
 
 
-def _rare_words(texts: list[str]) -> dict[str, list[int]]:
+def _rare_words(window_words: list[list[str]]) -> dict[str, list[int]]:
     """The windows holding each word found in at most :data:`CHASE_MAX_WINDOWS` windows."""
     holders: dict[str, list[int]] = {}
-    for i, text in enumerate(texts):
-        for w in set(words(text)):
+    for i, ws in enumerate(window_words):
+        for w in set(ws):
             holders.setdefault(w, []).append(i)
     return {w: hs for w, hs in holders.items() if len(hs) <= CHASE_MAX_WINDOWS}
 

@@ -15,16 +15,23 @@ from typing import Any
 
 import numpy as np
 
-from cprs_integrations.engine import segment
 from cprs_integrations.engine.budget import resolve_token_counter
 from cprs_integrations.engine.coarse import COARSE_AUTO_MIN_WINDOWS, Embed, choose_windows, windows_to_keep
 from cprs_integrations.engine.inputs import check_query, check_texts
 from cprs_integrations.engine.options import DEFAULT_TARGET_RATIO, CompressionOptions
+from cprs_integrations.engine.prepared import (
+    DEFAULT_CACHE_SENTENCES,
+    DEFAULT_CACHE_TOKENS,
+    EmbeddingCache,
+    PreparedCache,
+    PreparedText,
+    prepare,
+)
 from cprs_integrations.engine.prompts import instruction_for
 from cprs_integrations.engine.result import CompressionResult, TokenScores
 from cprs_integrations.engine.scheduler import DEFAULT_MAX_WAIT_MS, BatchScheduler
 from cprs_integrations.engine.select import select as select_results
-from cprs_integrations.engine.windows import TokenizedText, boundary_token_starts, cut_windows, tokenize_with_offsets
+from cprs_integrations.engine.windows import TokenizedText, cut_windows, tokenize_with_offsets
 from cprs_integrations.models.base import PromptLayout, TokenCritic
 
 logger = logging.getLogger(__name__)
@@ -65,6 +72,9 @@ class CPRSEngine:
             queue more windows than this; ``None``: unbounded.
         coarse_embedder: ``texts -> (n, d)`` normalised embeddings for the coarse filter (default: the shipped
             model2vec model, loaded on first use; see :mod:`cprs_integrations.engine.coarse`).
+        cache_tokens: Texts compressed again (a retriever's corpus, a document asked several questions) reuse their
+            tokens, sentences and sentence embeddings from a cache of this many critic tokens (default 2M, about
+            100 MB with the embeddings); ``0`` keeps nothing. See :mod:`cprs_integrations.engine.prepared`.
 
     Windows of all concurrent calls (threads, event loops) are batched together by one
     :class:`~cprs_integrations.engine.scheduler.BatchScheduler` (fair across calls); :meth:`stats` counts what ran.
@@ -88,6 +98,7 @@ class CPRSEngine:
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_queue_windows: int | None = None,
         coarse_embedder: Embed | None = None,
+        cache_tokens: int = DEFAULT_CACHE_TOKENS,
     ):
         self.critic = critic
         self.window_tokens = _positive_int(
@@ -104,6 +115,8 @@ class CPRSEngine:
         self._workers = [critic, *replicas]
         self._max_token_chars: int | None = None
         self._coarse_embedder = coarse_embedder
+        self._cached_embedder: EmbeddingCache | None = None
+        self._cache = PreparedCache(_non_negative_int("cache_tokens", cache_tokens))
         self._warned_unknown = False
         self.scheduler = BatchScheduler(
             self._workers,
@@ -368,7 +381,8 @@ class CPRSEngine:
         instruction = _instruction(options, self.critic.kind)
         started = time.perf_counter()
         self._refuse_from_characters(texts)
-        tokenized = tokenize_with_offsets(self.critic.tokenizer, texts)
+        prepared = self._prepare(texts)
+        tokenized = [p.tokenized for p in prepared]
         total_tokens = sum(len(t) for t in tokenized)
         if total_tokens > self.max_input_tokens:
             raise ValueError(
@@ -379,25 +393,31 @@ class CPRSEngine:
         layout = self.critic.prompt_layout(instruction, query, max_prefix_tokens=self.window_tokens // 2)
         content_tokens = self.window_tokens - layout.overhead
         windows: list[tuple[int, int, int]] = []  # (text index, token start, token end)
-        sentences: list[np.ndarray] = []
-        for i, (text, tok) in enumerate(zip(texts, tokenized)):
-            sentences.append(segment.sentence_spans(text) if len(tok) else np.zeros((0, 2), dtype=np.int64))
-            if len(tok) == 0:
-                continue
-            paragraph_starts = boundary_token_starts(tok.offsets, segment.paragraph_spans(text)[:, 0])
-            sentence_starts = boundary_token_starts(tok.offsets, sentences[i][:, 0])
-            for start, end in cut_windows(len(tok), content_tokens, paragraph_starts, sentence_starts).tolist():
-                windows.append((i, start, end))
+        for i, p in enumerate(prepared):
+            if len(p.tokenized):
+                cuts = cut_windows(len(p.tokenized), content_tokens, p.paragraph_starts, p.sentence_starts)
+                windows.extend((i, start, end) for start, end in cuts.tolist())
         timings = {
             "tokenize_s": time.perf_counter() - started,
             "windows": float(len(windows)),
             "critic_tokens": float(total_tokens),
         }
-        plan = _Plan(query, texts, tokenized, layout, windows, timings)
-        self._coarse_filter(plan, sentences, options)
+        plan = _Plan(query, texts, tokenized, layout, windows, timings, prepared)
+        self._coarse_filter(plan, prepared, options)
         return plan
 
-    def _coarse_filter(self, plan: _Plan, sentences: list[np.ndarray], options: CompressionOptions) -> None:
+    def _prepare(self, texts: list[str]) -> list[PreparedText]:
+        """Each text tokenized and segmented, from the engine's cache where it was prepared before."""
+        found = [self._cache.get(t) for t in texts]
+        missing = [i for i, p in enumerate(found) if p is None]
+        if missing:
+            tokenized = tokenize_with_offsets(self.critic.tokenizer, [texts[i] for i in missing])
+            for i, tok in zip(missing, tokenized):
+                found[i] = prepare(texts[i], tok)
+                self._cache.put(texts[i], found[i])
+        return [p for p in found if p is not None]
+
+    def _coarse_filter(self, plan: _Plan, prepared: list[PreparedText], options: CompressionOptions) -> None:
         """Mark the windows the critic skips (``options.coarse_filter``; rules in :mod:`engine.coarse`)."""
         plan.timings["windows_scored"] = float(len(plan.windows))
         if options.coarse_filter == "off" or options.mode != "budget" or len(plan.windows) < COARSE_AUTO_MIN_WINDOWS:
@@ -408,10 +428,9 @@ class CPRSEngine:
         if not any(n >= COARSE_AUTO_MIN_WINDOWS for n in windows_per_group.values()):
             return
         if options.target_tokens is not None:  # the share of a fixed budget needs the texts' tokens
-            count = resolve_token_counter(options.token_counter)
-            plan.original_tokens = [count(t) if t else 0 for t in plan.texts]
+            plan.original_tokens = _original_tokens(plan.texts, prepared, options.token_counter)
         keep = {g: windows_to_keep(_share(options, plan, g), n) for g, n in windows_per_group.items()}
-        window_texts, window_sentences = plan.window_texts(sentences)
+        window_texts, window_sentences = plan.window_texts([p.sentences for p in prepared])
         choice = choose_windows(plan.query, window_texts, window_sentences, groups, keep, self._embedder())
         plan.scored = choice.scored
         plan.timings.update(
@@ -426,7 +445,10 @@ class CPRSEngine:
             from cprs_integrations.models.static_embedding import default_embedder
 
             self._coarse_embedder = default_embedder()
-        return self._coarse_embedder
+        if self._cached_embedder is None:
+            sentences = DEFAULT_CACHE_SENTENCES if self._cache.max_tokens else 0
+            self._cached_embedder = EmbeddingCache(self._coarse_embedder, sentences)
+        return self._cached_embedder
 
     def _warn_unknown_tokens(self, tokenized: list[TokenizedText]) -> None:
         """Log once per engine when most critic tokens of a text are unknown to its vocabulary (e.g. Chinese for
@@ -492,6 +514,8 @@ class CPRSEngine:
     ) -> list[CompressionResult]:
         timings = dict(plan.timings)
         timings["score_s"] = time.perf_counter() - timings.pop("submitted_at")
+        if plan.original_tokens is None:
+            plan.original_tokens = _original_tokens(plan.texts, plan.prepared, options.token_counter)
         results = select_results(plan.gather(probs), options, original_tokens=plan.original_tokens)
         total = time.perf_counter() - started
         return [replace(r, timings={**timings, **r.timings, "total_s": total}) for r in results]
@@ -549,6 +573,17 @@ def _instruction(options: CompressionOptions, critic_kind: str) -> str:
     return instruction_for(options.granularity, options.language, critic_kind)
 
 
+def _original_tokens(texts: list[str], prepared: list[PreparedText], counter: Any) -> list[int]:
+    """Tokens of each text under the options' counter; a named counter's counts are kept with the prepared text."""
+    count = resolve_token_counter(counter)
+    if not isinstance(counter, str):
+        return [count(t) if t else 0 for t in texts]
+    for text, p in zip(texts, prepared):
+        if counter not in p.counts:
+            p.counts[counter] = count(text) if text else 0
+    return [p.counts[counter] for p in prepared]
+
+
 def _share(options: CompressionOptions, plan: _Plan, group: int) -> float:
     """The share of a budget group's tokens its budget keeps (``target_ratio``, else ``target_tokens`` / tokens)."""
     if options.target_tokens is None:
@@ -556,6 +591,12 @@ def _share(options: CompressionOptions, plan: _Plan, group: int) -> float:
     counts = plan.original_tokens or []
     total = counts[group] if options.per_text_budget else sum(counts)
     return 1.0 if total <= 0 else min(1.0, options.target_tokens / total)
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -574,6 +615,7 @@ class _Plan:
     layout: PromptLayout
     windows: list[tuple[int, int, int]]
     timings: dict[str, float]
+    prepared: list[PreparedText]
     #: ``(w,)`` bool: the windows the critic scores (``None``: all; see :mod:`engine.coarse`).
     scored: np.ndarray | None = None
     #: Tokens of each text under the options' counter, when the coarse filter needed them (selection reuses them).

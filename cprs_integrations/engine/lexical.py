@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,16 +44,19 @@ def bm25(query: str, documents: Sequence[str]) -> np.ndarray:
         >>> int(scores.argmax())
         0
     """
-    n_docs = len(documents)
-    query_counts = Counter(words(query))
+    return bm25_of_words(words(query), (words(document) for document in documents), len(documents))
+
+
+def bm25_of_words(query_words: list[str], documents: Iterable[list[str]], n_docs: int) -> np.ndarray:
+    """:func:`bm25` on texts already split by :func:`words` (``n_docs`` of them)."""
+    query_counts = Counter(query_words)
     query_words = query_counts.keys()
     # One pass, keeping per document only its length and the counts of the query's words (memory follows the
     # vocabulary and the query, not the corpus: 400K sentences of a 10M-token text need no per-sentence Counter).
     lengths = np.zeros(n_docs, dtype=np.float64)
     document_frequency: Counter[str] = Counter()
     matches: list[tuple[int, str, int]] = []  # (document, query word, its count there)
-    for d, document in enumerate(documents):
-        tokens = words(document)
+    for d, tokens in enumerate(documents):
         lengths[d] = len(tokens)
         distinct = set(tokens)
         document_frequency.update(distinct)

@@ -178,3 +178,67 @@ def test_the_shipped_static_model_ranks_a_paraphrase_above_an_unrelated_sentence
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert vectors[1] @ vectors[0] > vectors[2] @ vectors[0]
     assert embed([]).shape == (0, embed.dimensions)
+
+
+# ------------------------------------------------------------------------------------ prepared-text cache
+
+
+def test_a_text_compressed_again_gives_the_same_results_from_the_cache(minilm_tokenizer):
+    from cprs_integrations import CPRSEngine
+
+    def engine_with(cache_tokens: int) -> CPRSEngine:
+        critic = KeywordCritic(minilm_tokenizer, window_tokens=64, batch_size=8)
+        return CPRSEngine(critic, coarse_embedder=bag_of_words_embed, cache_tokens=cache_tokens)
+
+    cached, uncached = engine_with(100_000), engine_with(0)
+    texts = [long_text(30), "\n\n".join(NOISE[:40])]
+    for query, budget in [
+        ("What is the secret launch code of the orbital station?", {"target_ratio": 0.05}),
+        ("Which rivers are near town number 3?", {"target_tokens": 400}),
+        ("What is the secret launch code of the orbital station?", {"target_ratio": 0.05}),
+    ]:
+        a, b = cached.compress(query, texts, **budget), uncached.compress(query, texts, **budget)
+        assert [r.spans for r in a] == [r.spans for r in b]
+        assert [r.original_tokens for r in a] == [r.original_tokens for r in b]
+
+
+def test_prepared_cache_is_bounded_by_tokens_least_recently_used_first(minilm_tokenizer):
+    from cprs_integrations.engine.prepared import PreparedCache, prepare
+    from cprs_integrations.engine.windows import tokenize_with_offsets
+
+    texts = ["alpha beta gamma. " * 10, "delta epsilon. " * 10, "zeta eta theta. " * 10]
+    prepared = [prepare(t, tok) for t, tok in zip(texts, tokenize_with_offsets(minilm_tokenizer, texts))]
+    sizes = [len(p.tokenized) for p in prepared]
+    cache = PreparedCache(max_tokens=max(sizes[0] + sizes[1], sizes[0] + sizes[2]))
+    cache.put(texts[0], prepared[0])
+    cache.put(texts[1], prepared[1])
+    assert cache.get(texts[0]) is prepared[0]  # now the most recent
+    cache.put(texts[2], prepared[2])  # evicts texts[1], the least recently used
+    assert cache.get(texts[1]) is None and cache.get(texts[0]) is prepared[0] and cache.get(texts[2]) is prepared[2]
+    tiny = PreparedCache(max_tokens=sizes[0] - 1)
+    tiny.put(texts[0], prepared[0])
+    assert tiny.get(texts[0]) is None
+
+
+def test_embedding_cache_embeds_each_sentence_once():
+    from cprs_integrations.engine.prepared import EmbeddingCache
+
+    seen: list[str] = []
+
+    def counting(texts: list[str]) -> np.ndarray:
+        seen.extend(texts)
+        return bag_of_words_embed(texts)
+
+    cache = EmbeddingCache(counting, max_sentences=10)
+    first = cache(["a b", "c d", "a b"])
+    second = cache(["c d", "e f"])
+    assert seen == ["a b", "c d", "e f"]
+    assert np.allclose(first[0], first[2]) and np.allclose(first[1], second[0], atol=1e-3)
+    assert np.allclose(second, bag_of_words_embed(["c d", "e f"]), atol=1e-3)
+
+
+def test_cache_tokens_is_checked(minilm_tokenizer):
+    from cprs_integrations import CPRSEngine
+
+    with pytest.raises(ValueError, match="cache_tokens"):
+        CPRSEngine(KeywordCritic(minilm_tokenizer), cache_tokens=-1)
