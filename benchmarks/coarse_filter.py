@@ -9,6 +9,8 @@ Sections (each can be run alone with ``--sections``):
   256-token budget): needles at several lengths and depths, multi-key needles, paraphrased facts with distractors,
   variable chains, HotpotQA questions whose paragraphs are hidden in unrelated essay text. ``off`` scores each
   example once and selects at every budget (``engine.select``); ``auto`` compresses once per budget.
+- ``retriever``: a LangChain ``CPRSRetriever`` over a fixed corpus (1,000 documents, 1M tokens): the first query
+  prepares the corpus, the next ones reuse it from the engine's cache.
 - ``speed``: seconds of ``compress`` on essays (a needle at 50% depth), ``auto`` and ``off`` side by side at 10x
   and 50x, at 128K and 1M o200k tokens (``--speed-lengths``); ``--tiny-10m`` adds 10M tokens with the tiny decoder
   critic (the filter's own cost at that scale).
@@ -41,7 +43,7 @@ from benchmarks.tasks import (
 )
 
 RATIOS = {"10x": 0.1, "50x": 0.02}
-SECTIONS = ("signals", "quality", "speed")
+SECTIONS = ("signals", "quality", "speed", "retriever")
 
 
 def kept(example: BenchExample, text: str, spans: list[tuple[int, int]]) -> float:
@@ -145,7 +147,7 @@ def run_signals(engine: Any, examples: dict[str, list[BenchExample]]) -> dict[st
             signals = {"bm25": zscore(lexical), "embedding": zscore(best)}
             signals["fused"] = signals["bm25"] + coarse.EMBEDDING_WEIGHT * signals["embedding"]
             for budget, ratio in RATIOS.items():
-                k = coarse.windows_to_keep(ratio, len(texts))
+                k = coarse.windows_to_keep(ratio, len(texts), len(plan.tokenized[0]))
                 for name, score in signals.items():
                     top = set(np.argsort(-score, kind="stable")[:k].tolist())
                     recalls.setdefault(f"{name} {budget}", []).append(len(gold & top) / max(1, len(gold)))
@@ -184,6 +186,39 @@ def run_speed(engine: Any, lengths: list[int]) -> list[dict[str, Any]]:
             rows.append(row)
             print("speed", row, flush=True)
     return rows
+
+
+def run_retriever(engine: Any, tokens: int, n_docs: int) -> dict[str, Any]:
+    """LangChain ``CPRSRetriever`` over a fixed corpus of ``n_docs`` essay documents (``tokens`` in all): the first
+    query (tokenizes, segments and embeds the corpus) and the next ones (from the engine's prepared-text cache)."""
+    import random
+
+    from langchain_core.documents import Document
+
+    from benchmarks.tasks import essay_of_tokens
+    from cprs_integrations.langchain import CPRSRetriever
+
+    rng = random.Random(7)
+    documents = [
+        Document(page_content=essay_of_tokens(rng, tokens // n_docs), metadata={"i": i}) for i in range(n_docs)
+    ]
+    needle = "The archive's vault combination is 4417-kestrel."
+    documents[n_docs // 3].page_content += "\n\n" + needle
+    retriever = CPRSRetriever(documents=documents, engine=engine, target_ratio=0.1, k=4)
+    row: dict[str, Any] = {"documents": n_docs, "o200k_tokens": sum(o200k()(d.page_content) for d in documents)}
+    queries = [
+        "What is the vault combination of the archive?",
+        "How do startups find good ideas?",
+        "What is the vault combination of the archive?",
+    ]
+    for i, query in enumerate(queries):
+        started = time.perf_counter()
+        found = retriever.invoke(query)
+        row[f"query_{i}_s"] = round(time.perf_counter() - started, 2)
+        if i == 0:
+            row["needle_found"] = any("4417-kestrel" in d.page_content for d in found)
+    print("retriever", row, flush=True)
+    return row
 
 
 def run_tiny_10m(tokens: int) -> dict[str, Any]:
@@ -226,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "signals": lambda: run_signals(engine, quality_examples(args.quick)),
         "quality": lambda: run_quality(engine, quality_examples(args.quick)),
         "speed": lambda: run_speed(engine, args.speed_lengths or ([32768] if args.quick else [131072, 1048576])),
+        "retriever": lambda: run_retriever(engine, 65536 if args.quick else 1048576, 64 if args.quick else 1000),
     }
     for name in args.sections:
         started = time.perf_counter()

@@ -7,9 +7,11 @@ the critic scores only the best of them. No torch here: the embedding model is p
 
 Rules (one budget group at a time: all texts of a call, or each text with ``per_text_budget``):
 
-1. **How many windows.** ``keep = max(COARSE_MIN_WINDOWS, ceil(COARSE_MARGIN x share x windows))`` where ``share`` is
-   the group's budget over its tokens (``target_ratio``, or ``target_tokens`` / the group's tokens). When ``keep``
-   reaches the group's windows, or the group has fewer than :data:`COARSE_AUTO_MIN_WINDOWS`, every window is scored.
+1. **How many windows.** ``keep = max(ceil(COARSE_MIN_TOKENS / t), ceil(COARSE_MARGIN x share x windows))`` where
+   ``share`` is the group's budget over its tokens (``target_ratio``, or ``target_tokens`` / the group's tokens) and
+   ``t`` the group's critic tokens per window. When ``keep`` reaches the group's windows, or the group has fewer than
+   :data:`COARSE_AUTO_MIN_TOKENS` critic tokens, every window is scored. Counting in tokens makes the rule the same
+   for the default critic's 512-token windows and a decoder critic's 8K-token windows.
 2. **Exact matches.** Windows that contain a key term of the query (a number, an identifier with a digit, hyphen,
    underscore or inner capital, a quoted phrase; case-insensitive) are always scored, unless the term is in more
    windows than ``keep`` (then it does not discriminate and the ranking decides).
@@ -36,13 +38,13 @@ import numpy as np
 
 from cprs_integrations.engine.lexical import bm25_of_words, words, zscore
 
-#: ``coarse_filter="auto"`` filters a budget group only from this many windows on (about 32K tokens of the default
-#: critic, 512K of a decoder critic with 8K windows); below it every window is scored.
-COARSE_AUTO_MIN_WINDOWS = 64
+#: ``coarse_filter="auto"`` filters a budget group only from this many critic tokens on; below it every window is
+#: scored (a 32K-token input costs about 1.5 s on the default critic, 2 cores).
+COARSE_AUTO_MIN_TOKENS = 32_768
 #: Windows scored per window's worth of budget: 2.0 scores twice the windows that the budget could fill.
 COARSE_MARGIN = 2.0
-#: Never fewer windows than this when filtering.
-COARSE_MIN_WINDOWS = 16
+#: Never fewer windows than hold this many critic tokens when filtering.
+COARSE_MIN_TOKENS = 8_192
 #: Weight of the static-embedding signal next to BM25 (z-score fusion).
 EMBEDDING_WEIGHT = 1.0
 #: References are chased for at most this many hops from the seed windows ...
@@ -78,11 +80,13 @@ class CoarseChoice:
     chased: int = 0
 
 
-def windows_to_keep(share: float, n_windows: int) -> int:
-    """How many of a group's ``n_windows`` the critic scores for a budget of ``share`` of its tokens (rule 1)."""
-    if n_windows < COARSE_AUTO_MIN_WINDOWS:
+def windows_to_keep(share: float, n_windows: int, n_tokens: int) -> int:
+    """How many of a group's ``n_windows`` (``n_tokens`` critic tokens) the critic scores for a budget of ``share`` of
+    its tokens (rule 1)."""
+    if n_windows == 0 or n_tokens < COARSE_AUTO_MIN_TOKENS:
         return n_windows
-    return min(n_windows, max(COARSE_MIN_WINDOWS, math.ceil(COARSE_MARGIN * share * n_windows)))
+    floor = math.ceil(COARSE_MIN_TOKENS * n_windows / n_tokens)
+    return min(n_windows, max(floor, math.ceil(COARSE_MARGIN * share * n_windows)))
 
 
 def key_terms(query: str) -> list[str]:

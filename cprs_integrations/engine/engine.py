@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from cprs_integrations.engine import coarse
 from cprs_integrations.engine.budget import resolve_token_counter
-from cprs_integrations.engine.coarse import COARSE_AUTO_MIN_WINDOWS, Embed, choose_windows, windows_to_keep
+from cprs_integrations.engine.coarse import Embed, choose_windows, windows_to_keep
 from cprs_integrations.engine.inputs import check_query, check_texts
 from cprs_integrations.engine.options import DEFAULT_TARGET_RATIO, CompressionOptions
 from cprs_integrations.engine.prepared import (
@@ -420,16 +421,22 @@ class CPRSEngine:
     def _coarse_filter(self, plan: _Plan, prepared: list[PreparedText], options: CompressionOptions) -> None:
         """Mark the windows the critic skips (``options.coarse_filter``; rules in :mod:`engine.coarse`)."""
         plan.timings["windows_scored"] = float(len(plan.windows))
-        if options.coarse_filter == "off" or options.mode != "budget" or len(plan.windows) < COARSE_AUTO_MIN_WINDOWS:
+        total = plan.timings["critic_tokens"]
+        if options.coarse_filter == "off" or options.mode != "budget" or total < coarse.COARSE_AUTO_MIN_TOKENS:
             return
         started = time.perf_counter()
         groups = [i if options.per_text_budget else 0 for i, _, _ in plan.windows]
         windows_per_group = Counter(groups)
-        if not any(n >= COARSE_AUTO_MIN_WINDOWS for n in windows_per_group.values()):
+        tokens_per_group: Counter[int] = Counter()
+        for g, (_, start, end) in zip(groups, plan.windows):
+            tokens_per_group[g] += end - start
+        if not any(n >= coarse.COARSE_AUTO_MIN_TOKENS for n in tokens_per_group.values()):
             return
         if options.target_tokens is not None:  # the share of a fixed budget needs the texts' tokens
             plan.original_tokens = _original_tokens(plan.texts, prepared, options.token_counter)
-        keep = {g: windows_to_keep(_share(options, plan, g), n) for g, n in windows_per_group.items()}
+        keep = {
+            g: windows_to_keep(_share(options, plan, g), n, tokens_per_group[g]) for g, n in windows_per_group.items()
+        }
         window_texts, window_sentences = plan.window_texts([p.sentences for p in prepared])
         choice = choose_windows(plan.query, window_texts, window_sentences, groups, keep, self._embedder())
         plan.scored = choice.scored

@@ -124,7 +124,7 @@ class CompressionOptions(BaseModel):
         default="auto",
         description="Budget mode: auto ranks the windows of a long input cheaply (BM25 + static embeddings, exact "
         "matches, chased references) and the critic scores only the best, a multiple of what the budget can fill "
-        "(from 64 windows on; see engine/coarse.py); off: the critic scores every window.",
+        "(from 32K critic tokens on; see engine/coarse.py); off: the critic scores every window.",
     )
     chunk_tokens: int = Field(default=128, ge=1, description="Size of chunk units, in critic tokens.")
     min_span_tokens: int = Field(

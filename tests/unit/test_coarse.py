@@ -41,11 +41,15 @@ def test_key_terms_are_numbers_identifiers_and_quoted_phrases():
     assert coarse.key_terms("Who founded the company?") == []
 
 
-def test_windows_to_keep_follows_the_budget_with_margin_and_floor():
-    assert coarse.windows_to_keep(0.1, coarse.COARSE_AUTO_MIN_WINDOWS - 1) == coarse.COARSE_AUTO_MIN_WINDOWS - 1
-    assert coarse.windows_to_keep(0.1, 1000) == int(np.ceil(coarse.COARSE_MARGIN * 0.1 * 1000))
-    assert coarse.windows_to_keep(0.001, 1000) == coarse.COARSE_MIN_WINDOWS
-    assert coarse.windows_to_keep(1.0, 1000) == 1000
+def test_windows_to_keep_follows_the_budget_with_margin_and_floor(monkeypatch):
+    monkeypatch.undo()  # the shipped thresholds
+    short = coarse.COARSE_AUTO_MIN_TOKENS - 1
+    assert coarse.windows_to_keep(0.1, 70, short) == 70
+    assert coarse.windows_to_keep(0.1, 1000, 500_000) == int(np.ceil(coarse.COARSE_MARGIN * 0.1 * 1000))
+    assert coarse.windows_to_keep(0.001, 1000, 500_000) == int(np.ceil(coarse.COARSE_MIN_TOKENS / 500))
+    assert coarse.windows_to_keep(1.0, 1000, 500_000) == 1000
+    # a decoder critic's 8K-token windows: the same rule in tokens
+    assert coarse.windows_to_keep(0.1, 16, 16 * 8192) == int(np.ceil(coarse.COARSE_MARGIN * 0.1 * 16))
 
 
 def test_exact_matches_are_kept_and_a_chain_is_followed_across_windows():
@@ -86,6 +90,13 @@ def test_groups_are_filtered_separately():
 # ------------------------------------------------------------------------------------------- in the engine
 
 
+@pytest.fixture(autouse=True)
+def small_thresholds(monkeypatch):
+    """The fake critic reads 64-token windows: scale the token thresholds down by the same factor as the windows."""
+    monkeypatch.setattr(coarse, "COARSE_AUTO_MIN_TOKENS", 2048)
+    monkeypatch.setattr(coarse, "COARSE_MIN_TOKENS", 512)
+
+
 @pytest.fixture
 def engine(minilm_tokenizer):
     from cprs_integrations import CPRSEngine
@@ -108,7 +119,7 @@ def test_auto_reads_fewer_windows_and_keeps_the_needle(engine):
     scored_windows = engine.stats()["windows"]
     [off] = engine.compress(query, [text], target_ratio=0.05, coarse_filter="off")
     assert "7734-alpha" in auto.text and "7734-alpha" in off.text
-    assert auto.timings["windows"] == off.timings["windows"] >= coarse.COARSE_AUTO_MIN_WINDOWS
+    assert auto.timings["windows"] == off.timings["windows"] and auto.timings["critic_tokens"] >= coarse.COARSE_AUTO_MIN_TOKENS
     assert auto.timings["windows_scored"] < auto.timings["windows"] == off.timings["windows_scored"]
     assert scored_windows == auto.timings["windows_scored"], "the critic saw only the windows the filter kept"
     assert auto.compressed_tokens <= 0.05 * auto.original_tokens
@@ -159,7 +170,8 @@ def test_off_tags_mode_and_short_inputs_read_every_window(engine):
         [r] = engine.compress(query, [text], **kwargs)
         assert r.timings["windows_scored"] == r.timings["windows"]
     [short] = engine.compress(query, ["\n\n".join(NOISE[:20])], target_ratio=0.05)
-    assert short.timings["windows_scored"] == short.timings["windows"] < coarse.COARSE_AUTO_MIN_WINDOWS
+    assert short.timings["windows_scored"] == short.timings["windows"]
+    assert short.timings["critic_tokens"] < coarse.COARSE_AUTO_MIN_TOKENS
 
 
 def test_coarse_filter_values_are_checked():
