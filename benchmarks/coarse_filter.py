@@ -12,8 +12,9 @@ Sections (each can be run alone with ``--sections``):
 - ``retriever``: a LangChain ``CPRSRetriever`` over a fixed corpus (1,000 documents, 1M tokens): the first query
   prepares the corpus, the next ones reuse it from the engine's cache.
 - ``speed``: seconds of ``compress`` on essays (a needle at 50% depth), ``auto`` and ``off`` side by side at 10x
-  and 50x, at 128K and 1M o200k tokens (``--speed-lengths``); ``--tiny-10m`` adds 10M tokens with the tiny decoder
-  critic (the filter's own cost at that scale).
+  and 50x, at 128K and 1M o200k tokens (``--speed-lengths``).
+- ``decoder``: the same with the tiny random decoder critic (8K-token windows; ``--decoder-lengths``, e.g. 10M to
+  see the filter's own cost where the critic costs little).
 
 Usage::
 
@@ -43,7 +44,7 @@ from benchmarks.tasks import (
 )
 
 RATIOS = {"10x": 0.1, "50x": 0.02}
-SECTIONS = ("signals", "quality", "speed", "retriever")
+SECTIONS = ("signals", "quality", "speed", "retriever", "decoder")
 
 
 def kept(example: BenchExample, text: str, spans: list[tuple[int, int]]) -> float:
@@ -221,21 +222,29 @@ def run_retriever(engine: Any, tokens: int, n_docs: int) -> dict[str, Any]:
     return row
 
 
-def run_tiny_10m(tokens: int) -> dict[str, Any]:
+def run_tiny_decoder(lengths: list[int]) -> list[dict[str, Any]]:
+    """The same comparison with the tiny random decoder critic (Qwen2 tokenizer, 8K-token windows): the filter's
+    ratio for a decoder critic, and its own cost where the critic costs little (10M tokens)."""
     from benchmarks.speed import speed_text, tiny_decoder_dir
     from cprs_integrations.engine.engine import CPRSEngine
 
-    engine = CPRSEngine.from_pretrained(tiny_decoder_dir(), max_input_tokens=2 * tokens)
-    query, text = speed_text(tokens)
-    row: dict[str, Any] = {"o200k_tokens": tokens, "critic": "tiny decoder (random, 4 layers, hidden 32)"}
-    for mode in ("off", "auto"):
-        started = time.perf_counter()
-        [r] = engine.compress(query, [text], target_ratio=0.1, coarse_filter=mode, show_progress=False)
-        row[f"{mode}_s"] = round(time.perf_counter() - started, 1)
-        row[f"{mode}_timings"] = {k: round(v, 2) for k, v in r.timings.items()}
-    row["speedup"] = round(row["off_s"] / row["auto_s"], 2)
-    print("tiny-10m", row, flush=True)
-    return row
+    engine = CPRSEngine.from_pretrained(tiny_decoder_dir(), max_input_tokens=20_000_000, cache_tokens=0)
+    rows = []
+    for n in lengths:
+        query, text = speed_text(n)
+        for name, ratio in RATIOS.items():
+            row: dict[str, Any] = {"o200k_tokens": n, "budget": name, "critic": "tiny decoder (random, 4 layers)"}
+            for mode in ("off", "auto"):
+                started = time.perf_counter()
+                [r] = engine.compress(query, [text], target_ratio=ratio, coarse_filter=mode, show_progress=False)
+                row[f"{mode}_s"] = round(time.perf_counter() - started, 2)
+                row[f"{mode}_windows_scored"] = int(r.timings["windows_scored"])
+                row["windows"] = int(r.timings["windows"])
+                row[f"{mode}_timings"] = {k: round(v, 2) for k, v in r.timings.items()}
+            row["speedup"] = round(row["off_s"] / row["auto_s"], 2)
+            rows.append(row)
+            print("tiny-decoder", row, flush=True)
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -243,7 +252,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="small sizes (32K tokens), a few minutes")
     parser.add_argument("--speed-lengths", nargs="+", type=int, default=None, help="o200k tokens per speed point")
-    parser.add_argument("--tiny-10m", action="store_true", help="also 10M tokens with the tiny decoder critic")
+    parser.add_argument("--decoder-lengths", nargs="+", type=int, default=None, help="tiny decoder points")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "coarse_filter.json")
     return parser.parse_args(argv)
@@ -262,13 +271,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quality": lambda: run_quality(engine, quality_examples(args.quick)),
         "speed": lambda: run_speed(engine, args.speed_lengths or ([32768] if args.quick else [131072, 1048576])),
         "retriever": lambda: run_retriever(engine, 65536 if args.quick else 1048576, 64 if args.quick else 1000),
+        "decoder": lambda: run_tiny_decoder(args.decoder_lengths or ([65536] if args.quick else [131072, 1048576])),
     }
     for name in args.sections:
         started = time.perf_counter()
         result[name] = sections[name]()
         print(f"section {name}: {time.perf_counter() - started:.0f} s", flush=True)
-    if args.tiny_10m:
-        result["tiny_10m"] = run_tiny_10m(10_000_000)
     write_json(args.out, result)
     print(f"wrote {args.out}")
     return result

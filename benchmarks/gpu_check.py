@@ -382,9 +382,36 @@ def _engine(critic: Any, profile: Profile) -> Any:
     return CPRSEngine(critic, window_tokens=profile.window_tokens, batch_size=profile.batch_size)
 
 
-def _compress(engine: Any, query: str, text: str) -> Any:
-    [result] = engine.compress(query, [text], target_ratio=TARGET_RATIO, show_progress=False)
+def _compress(engine: Any, query: str, text: str, coarse_filter: str = "off") -> Any:
+    """One compression at TARGET_RATIO; the coarse filter is off except in its own stage (the throughput stages
+    compare the engine's forward passes with the raw ones over every window)."""
+    [result] = engine.compress(
+        query, [text], target_ratio=TARGET_RATIO, coarse_filter=coarse_filter, show_progress=False
+    )
     return result
+
+
+def measure_coarse_filter(critic: Any, profile: Profile) -> dict[str, Any]:
+    """``coarse_filter="auto"`` against ``"off"`` on the longest throughput length, in one run."""
+    n_tokens = profile.lengths[-1]
+    query, text = make_request(critic.tokenizer, n_tokens, seed=n_tokens)
+    out: dict[str, Any] = {"tokens": n_tokens}
+    for mode in ("off", "auto"):
+        started = time.perf_counter()
+        result = _compress(_engine(critic, profile), query, text, coarse_filter=mode)
+        out[f"{mode}_seconds"] = round(time.perf_counter() - started, 3)
+        out[f"{mode}_windows_scored"] = int(result.timings["windows_scored"])
+        out["windows"] = int(result.timings["windows"])
+    out["speedup"] = round(out["off_seconds"] / out["auto_seconds"], 2)
+    return out
+
+
+def describe_coarse(c: dict[str, Any]) -> str:
+    return (
+        f"[coarse_filter] {_k(c['tokens'])} tokens at {1 / TARGET_RATIO:g}x: off {c['off_seconds']:.2f} s "
+        f"({c['off_windows_scored']}/{c['windows']} windows), auto {c['auto_seconds']:.2f} s "
+        f"({c['auto_windows_scored']}/{c['windows']} windows): {c['speedup']:.2f}x"
+    )
 
 
 def measure_throughput(critic: Any, spy: ScoreSpy, profile: Profile, n_tokens: int, seed: int) -> dict[str, Any]:
@@ -849,6 +876,14 @@ def main(argv: list[str] | None = None) -> int:
         value = stage("oom_split", lambda: measure_oom_split(critic, spy, profile), describe_oom)
         report["stages"]["oom_split"] = value
         report["checks"]["oom_split_equals_unforced"] = bool(value and value["equal"] and value["splits"] > 0)
+
+    reason = budget.skip_reason(budget.estimate(profile.lengths[-1] * 1.5))
+    if reason:
+        skip("coarse_filter", reason)
+    else:
+        report["stages"]["coarse_filter"] = stage(
+            "coarse_filter", lambda: measure_coarse_filter(critic, profile), describe_coarse
+        )
 
     reason = budget.skip_reason(budget.estimate(profile.precision_tokens, 3) + (20.0 if _on_gpu(profile) else 1.0))
     if reason:

@@ -150,6 +150,7 @@ class CPRSEngine:
         max_batch_tokens: int | None = None,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_queue_windows: int | None = None,
+        cache_tokens: int = DEFAULT_CACHE_TOKENS,
     ) -> CPRSEngine:
         """Load a critic and build an engine on it.
 
@@ -172,6 +173,7 @@ class CPRSEngine:
             max_input_tokens: Refuse calls above this many critic tokens.
             **batching: ``max_batch_tokens``, ``max_wait_ms``, ``max_queue_windows``: batching across calls (see
                 :class:`CPRSEngine`).
+            cache_tokens: Bound of the prepared-text cache in critic tokens (see :class:`CPRSEngine`).
 
         Raises:
             ValueError: not a CPRS critic, unknown or unavailable device, bad option.
@@ -210,6 +212,7 @@ class CPRSEngine:
             max_batch_tokens=max_batch_tokens,
             max_wait_ms=max_wait_ms,
             max_queue_windows=max_queue_windows,
+            cache_tokens=cache_tokens,
         )
 
     @classmethod
