@@ -24,3 +24,5 @@ def test_the_docs_build_strict(tmp_path: Path) -> None:
     page = (site / "api" / "options" / "index.html").read_text(encoding="utf-8")
     assert "CompressionOptions" in page and "score_threshold" in page
     assert (site / "adapters" / "switching" / "index.html").is_file()
+    scale_out = (site / "scale_out" / "index.html").read_text(encoding="utf-8")
+    assert "compress_dataset" in scale_out and "build_app" in scale_out
