@@ -124,7 +124,7 @@ def run_signals(engine: Any, examples: dict[str, list[BenchExample]]) -> dict[st
     from cprs_integrations.engine.lexical import bm25, zscore
     from cprs_integrations.engine.options import CompressionOptions
 
-    embed = engine._embedder()
+    embed = engine._embedder(0)
     out: dict[str, Any] = {}
     for task, items in examples.items():
         recalls: dict[str, list[float]] = {}

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,8 @@ CHASE_HOPS = 4
 CHASE_MAX_WINDOWS = 3
 #: Seed windows of the chase: the exact matches plus this many of the best ranked.
 CHASE_SEEDS = 4
+#: Sentences embedded at a time.
+EMBED_CHUNK = 8192
 
 Embed = Callable[[list[str]], np.ndarray]
 """``texts -> (len(texts), d)`` float array of L2-normalised embeddings."""
@@ -150,12 +153,14 @@ def choose_windows(
         k = keep[g]
         texts = [lowered[i] for i in members]
         sentences = [window_sentences[i] for i in members]
-        window_words = [words(t) for t in texts]
         forced = _exact_matches(texts, terms, k)
-        order = np.argsort(-_ranking(query, window_words, sentences, query_vector, embed), kind="stable")
+        frequencies: Counter[str] = Counter()  # windows holding each word, filled by the BM25 pass
+        lexical = bm25_of_words(words(query), (words(t) for t in texts), len(texts), frequencies)
+        ranking = zscore(lexical) + EMBEDDING_WEIGHT * zscore(_best_cosine(sentences, query_vector, embed))
+        order = np.argsort(-ranking, kind="stable")
         chosen = set(forced.tolist())
         # Chase from the exact matches first (a chain starts at its value), then from the best ranked windows.
-        rare = _rare_words(window_words)
+        rare = _rare_words(texts, frequencies)
         chased = _chase(query, terms, rare, sentences, forced.tolist(), chosen, k // 2)
         seeds = [int(i) for i in order[:CHASE_SEEDS] if int(i) not in chosen]
         chosen.update(seeds)
@@ -182,27 +187,27 @@ def _exact_matches(texts: list[str], terms: list[str], keep: int) -> np.ndarray:
     return np.asarray(sorted(found), dtype=np.int64)
 
 
-def _ranking(
-    query: str, window_words: list[list[str]], sentences: list[Sequence[str]], query_vector: np.ndarray, embed: Embed
-) -> np.ndarray:
-    """``z(BM25) + EMBEDDING_WEIGHT x z(best sentence cosine)`` of each window."""
-    lexical = zscore(bm25_of_words(words(query), window_words, len(window_words)))
+def _best_cosine(sentences: list[Sequence[str]], query_vector: np.ndarray, embed: Embed) -> np.ndarray:
+    """Per window, the best cosine between the query and one of its sentences (-1 without sentences); embedded
+    :data:`EMBED_CHUNK` sentences at a time, so memory does not grow with the input."""
+    best = np.full(len(sentences), -1.0)
+    owner = np.repeat(np.arange(len(sentences)), [len(s) for s in sentences])
     flat = [s for per_window in sentences for s in per_window]
-    best = np.full(len(window_words), -1.0)
-    if flat:
-        cosine = embed(flat) @ query_vector
-        owner = np.repeat(np.arange(len(window_words)), [len(s) for s in sentences])
-        np.maximum.at(best, owner, cosine)
-    return lexical + EMBEDDING_WEIGHT * zscore(best)
+    for start in range(0, len(flat), EMBED_CHUNK):
+        cosine = embed(flat[start : start + EMBED_CHUNK]) @ query_vector
+        np.maximum.at(best, owner[start : start + EMBED_CHUNK], cosine)
+    return best
 
 
-def _rare_words(window_words: list[list[str]]) -> dict[str, list[int]]:
-    """The windows holding each word found in at most :data:`CHASE_MAX_WINDOWS` windows."""
+def _rare_words(texts: list[str], frequencies: Counter[str]) -> dict[str, list[int]]:
+    """The windows holding each word found in at most :data:`CHASE_MAX_WINDOWS` windows (a second pass that keeps
+    only those words)."""
+    rare = {w for w, count in frequencies.items() if count <= CHASE_MAX_WINDOWS}
     holders: dict[str, list[int]] = {}
-    for i, ws in enumerate(window_words):
-        for w in set(ws):
+    for i, text in enumerate(texts):
+        for w in rare.intersection(words(text)):
             holders.setdefault(w, []).append(i)
-    return {w: hs for w, hs in holders.items() if len(hs) <= CHASE_MAX_WINDOWS}
+    return holders
 
 
 def _chase(

@@ -441,7 +441,8 @@ class CPRSEngine:
             g: windows_to_keep(_share(options, plan, g), n, tokens_per_group[g]) for g, n in windows_per_group.items()
         }
         window_texts, window_sentences = plan.window_texts([p.sentences for p in prepared])
-        choice = choose_windows(plan.query, window_texts, window_sentences, groups, keep, self._embedder())
+        embed = self._embedder(sum(len(p.sentences) for p in prepared))
+        choice = choose_windows(plan.query, window_texts, window_sentences, groups, keep, embed)
         plan.scored = choice.scored
         plan.timings.update(
             coarse_s=time.perf_counter() - started,
@@ -450,14 +451,17 @@ class CPRSEngine:
             windows_chased=float(choice.chased),
         )
 
-    def _embedder(self) -> Embed:
+    def _embedder(self, n_sentences: int) -> Embed:
+        """The coarse filter's embedding function for a call of ``n_sentences`` sentences: through the sentence
+        cache when the call fits in it (a larger call would only churn it)."""
         if self._coarse_embedder is None:
             from cprs_integrations.models.static_embedding import default_embedder
 
             self._coarse_embedder = default_embedder()
+        if not self._cache.max_tokens or n_sentences > DEFAULT_CACHE_SENTENCES:
+            return self._coarse_embedder
         if self._cached_embedder is None:
-            sentences = DEFAULT_CACHE_SENTENCES if self._cache.max_tokens else 0
-            self._cached_embedder = EmbeddingCache(self._coarse_embedder, sentences)
+            self._cached_embedder = EmbeddingCache(self._coarse_embedder, DEFAULT_CACHE_SENTENCES)
         return self._cached_embedder
 
     def _warn_unknown_tokens(self, tokenized: list[TokenizedText]) -> None:

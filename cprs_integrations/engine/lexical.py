@@ -47,14 +47,23 @@ def bm25(query: str, documents: Sequence[str]) -> np.ndarray:
     return bm25_of_words(words(query), (words(document) for document in documents), len(documents))
 
 
-def bm25_of_words(query_words: list[str], documents: Iterable[list[str]], n_docs: int) -> np.ndarray:
-    """:func:`bm25` on texts already split by :func:`words` (``n_docs`` of them)."""
+def bm25_of_words(
+    query_words: list[str],
+    documents: Iterable[list[str]],
+    n_docs: int,
+    frequencies: Counter[str] | None = None,
+) -> np.ndarray:
+    """:func:`bm25` on texts split by :func:`words` (``n_docs`` of them, read once: a generator is fine).
+
+    Args:
+        frequencies: If given, filled with the number of documents holding each word.
+    """
     query_counts = Counter(query_words)
     query_words = query_counts.keys()
     # One pass, keeping per document only its length and the counts of the query's words (memory follows the
     # vocabulary and the query, not the corpus: 400K sentences of a 10M-token text need no per-sentence Counter).
     lengths = np.zeros(n_docs, dtype=np.float64)
-    document_frequency: Counter[str] = Counter()
+    document_frequency: Counter[str] = Counter() if frequencies is None else frequencies
     matches: list[tuple[int, str, int]] = []  # (document, query word, its count there)
     for d, tokens in enumerate(documents):
         lengths[d] = len(tokens)
