@@ -103,6 +103,50 @@ class OneRequestIdHeader:
         await self.app(scope, receive, send_without_id)
 
 
+def replica_config(
+    model: str | os.PathLike[str] | None,
+    *,
+    ray_actor_options: Mapping[str, Any] | None = None,
+    engine_kwargs: Mapping[str, Any] | None = None,
+    max_batch_size: int | None = None,
+    batch_wait_timeout_s: float | None = None,
+    settings: ServerSettings | None = None,
+    torch_threads: int | None = None,
+) -> tuple[ReplicaConfig, dict[str, Any]]:
+    """What each replica loads, and the replicas' actor options: :func:`build_app`'s arguments, checked and
+    completed with their defaults (the batching settings mapped onto the engine's).
+
+    Raises:
+        ValueError: a batching setting given twice (here and in ``engine_kwargs``), an invalid value.
+    """
+    from cprs_integrations.server.settings import DEFAULT_MAX_QUEUE_WINDOWS
+
+    given = dict(engine_kwargs or {})
+    for name, ours, value in (
+        ("batch_size", "max_batch_size", max_batch_size),
+        ("max_wait_ms", "batch_wait_timeout_s", batch_wait_timeout_s),
+    ):
+        if value is not None and name in given:
+            raise ValueError(f"give {ours} or engine_kwargs[{name!r}], not both")
+    if batch_wait_timeout_s is not None and not batch_wait_timeout_s >= 0:
+        raise ValueError(f"batch_wait_timeout_s must be >= 0, got {batch_wait_timeout_s!r}")
+    actor_options = dict(ray_actor_options) if ray_actor_options is not None else {"num_cpus": 1}
+    actor_options["runtime_env"] = runtime_env_for(actor_options.get("runtime_env"))
+    config = ReplicaConfig(
+        model=None if model is None else os.fspath(model),
+        engine_kwargs=engine_kwargs_for(
+            given,
+            actor_options.get("num_gpus", 0) or 0,
+            batch_size=max_batch_size,
+            max_wait_ms=None if batch_wait_timeout_s is None else 1000.0 * batch_wait_timeout_s,
+            max_queue_windows=DEFAULT_MAX_QUEUE_WINDOWS,
+        ),
+        settings=settings,
+        torch_threads=torch_threads_for(torch_threads, actor_options.get("num_cpus", 1)),
+    )
+    return config, actor_options
+
+
 class CPRSReplica:
     """One Serve replica: the ``cprs serve`` app around one engine (built by :func:`replica_app`)."""
 
@@ -161,36 +205,20 @@ def build_app(
         ...                 autoscaling_config={"min_replicas": 1, "max_replicas": 8})  # doctest: +SKIP
         >>> serve.run(app, route_prefix="/")  # doctest: +SKIP
     """
-    given = dict(engine_kwargs or {})
-    for name, ours, value in (
-        ("batch_size", "max_batch_size", max_batch_size),
-        ("max_wait_ms", "batch_wait_timeout_s", batch_wait_timeout_s),
-    ):
-        if value is not None and name in given:
-            raise ValueError(f"give {ours} or engine_kwargs[{name!r}], not both")
-    if batch_wait_timeout_s is not None and not batch_wait_timeout_s >= 0:
-        raise ValueError(f"batch_wait_timeout_s must be >= 0, got {batch_wait_timeout_s!r}")
     if isinstance(max_ongoing_requests, bool) or not isinstance(max_ongoing_requests, int) or max_ongoing_requests < 1:
         raise ValueError(f"max_ongoing_requests must be a positive integer, got {max_ongoing_requests!r}")
     extra = dict(options or {})
     repeated = sorted(_OWN_OPTIONS & set(extra))
     if repeated:
         raise ValueError(f"pass {repeated} as build_app arguments, not in options")
-    from cprs_integrations.server.settings import DEFAULT_MAX_QUEUE_WINDOWS
-
-    actor_options = dict(ray_actor_options) if ray_actor_options is not None else {"num_cpus": 1}
-    actor_options["runtime_env"] = runtime_env_for(actor_options.get("runtime_env"))
-    config = ReplicaConfig(
-        model=None if model is None else os.fspath(model),
-        engine_kwargs=engine_kwargs_for(
-            given,
-            actor_options.get("num_gpus", 0) or 0,
-            batch_size=max_batch_size,
-            max_wait_ms=None if batch_wait_timeout_s is None else 1000.0 * batch_wait_timeout_s,
-            max_queue_windows=DEFAULT_MAX_QUEUE_WINDOWS,
-        ),
+    config, actor_options = replica_config(
+        model,
+        ray_actor_options=ray_actor_options,
+        engine_kwargs=engine_kwargs,
+        max_batch_size=max_batch_size,
+        batch_wait_timeout_s=batch_wait_timeout_s,
         settings=settings,
-        torch_threads=torch_threads_for(torch_threads, actor_options.get("num_cpus", 1)),
+        torch_threads=torch_threads,
     )
 
     def build_asgi_app() -> FastAPI:  # a plain function: Serve calls it on each replica as it starts
