@@ -97,18 +97,19 @@ def without_scores(row: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------- Ray Data
 
 
-def test_dataset_rows_equal_the_engine_whatever_the_batch_size(
+def test_dataset_rows_equal_the_engine_whatever_the_batches_and_actors(
     cluster: None, tiny_encoder_dir: Path, tiny_engine: CPRSEngine, rows: list[dict[str, Any]]
 ) -> None:
     options = CompressionOptions(target_ratio=0.2)
     runs = []
-    for batch_size in (3, 8):
+    for batch_size, actors in ((3, 1), (8, 2)):
         out = compress_dataset(
             ray.data.from_items(rows),
             model=tiny_encoder_dir,
             engine_kwargs=ENGINE_KWARGS,
             options=options,
             batch_size=batch_size,
+            concurrency=actors,
         )
         runs.append(out.take_all())
     first, second = runs
@@ -117,7 +118,7 @@ def test_dataset_rows_equal_the_engine_whatever_the_batch_size(
         assert {k: got[k] for k in row} == row, "other columns unchanged"
         assert_row_equals(got, in_process(tiny_engine, row["query"], row["text"], options))
     # the same rows, texts, spans and counts; span scores only up to float rounding (batch shapes change padding)
-    assert [without_scores(r) for r in first] == [without_scores(r) for r in second], "independent of Ray's batches"
+    assert [without_scores(r) for r in first] == [without_scores(r) for r in second], "independent of batches, actors"
     assert [s["score"] for r in first for s in r["compressed_spans"]] == pytest.approx(
         [s["score"] for r in second for s in r["compressed_spans"]], abs=1e-5
     )
