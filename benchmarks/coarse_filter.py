@@ -15,6 +15,7 @@ Sections (each can be run alone with ``--sections``):
   and 50x, at 128K and 1M o200k tokens (``--speed-lengths``).
 - ``decoder``: the same with the tiny random decoder critic (8K-token windows; ``--decoder-lengths``, e.g. 10M to
   see the filter's own cost where the critic costs little).
+- ``tiny10m``: 10M tokens with the tiny random encoder critic, off and auto at 10x.
 
 Usage::
 
@@ -44,7 +45,7 @@ from benchmarks.tasks import (
 )
 
 RATIOS = {"10x": 0.1, "50x": 0.02}
-SECTIONS = ("signals", "quality", "speed", "retriever", "decoder")
+SECTIONS = ("signals", "quality", "speed", "retriever", "decoder", "tiny10m")
 
 
 def kept(example: BenchExample, text: str, spans: list[tuple[int, int]]) -> float:
@@ -166,9 +167,12 @@ def engine_sentences(text: str) -> np.ndarray:
     return sentence_spans(text)
 
 
-def run_speed(engine: Any, lengths: list[int]) -> list[dict[str, Any]]:
+def run_speed(lengths: list[int]) -> list[dict[str, Any]]:
+    """One call per point on an engine without the prepared-text cache (each call tokenizes, as a first call does)."""
     from benchmarks.speed import speed_text
+    from cprs_integrations.engine.engine import CPRSEngine
 
+    engine = CPRSEngine.from_pretrained(max_input_tokens=4_000_000, cache_tokens=0)
     rows = []
     for n in lengths:
         query, text = speed_text(n)
@@ -247,6 +251,30 @@ def run_tiny_decoder(lengths: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def run_tiny_encoder(tokens: int) -> dict[str, Any]:
+    """10M tokens with the tiny random encoder critic (MiniLM tokenizer, 512-token windows), once per mode at 10x:
+    where the critic costs little, what the rest of the engine and the filter cost at that scale."""
+    from benchmarks.common import CACHE_DIR
+    from benchmarks.speed import speed_text
+    from cprs_integrations.engine.engine import CPRSEngine
+    from cprs_integrations.models.testing import save_tiny_encoder_critic
+
+    folder = CACHE_DIR / "tiny-encoder-critic"
+    if not (folder / "model.safetensors").is_file():
+        save_tiny_encoder_critic(folder)
+    engine = CPRSEngine.from_pretrained(str(folder), max_input_tokens=3 * tokens, cache_tokens=0)
+    query, text = speed_text(tokens)
+    row: dict[str, Any] = {"o200k_tokens": tokens, "budget": "10x", "critic": "tiny encoder (random)"}
+    for mode in ("off", "auto"):
+        started = time.perf_counter()
+        [r] = engine.compress(query, [text], target_ratio=0.1, coarse_filter=mode, show_progress=False)
+        row[f"{mode}_s"] = round(time.perf_counter() - started, 1)
+        row[f"{mode}_timings"] = {k: round(v, 2) for k, v in r.timings.items()}
+    row["speedup"] = round(row["off_s"] / row["auto_s"], 2)
+    print("tiny-encoder", row, flush=True)
+    return row
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -269,9 +297,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sections: dict[str, Callable[[], Any]] = {
         "signals": lambda: run_signals(engine, quality_examples(args.quick)),
         "quality": lambda: run_quality(engine, quality_examples(args.quick)),
-        "speed": lambda: run_speed(engine, args.speed_lengths or ([32768] if args.quick else [131072, 1048576])),
+        "speed": lambda: run_speed(args.speed_lengths or ([32768] if args.quick else [131072, 1048576])),
         "retriever": lambda: run_retriever(engine, 65536 if args.quick else 1048576, 64 if args.quick else 1000),
         "decoder": lambda: run_tiny_decoder(args.decoder_lengths or ([65536] if args.quick else [131072, 1048576])),
+        "tiny10m": lambda: run_tiny_encoder(262144 if args.quick else 10_000_000),
     }
     for name in args.sections:
         started = time.perf_counter()

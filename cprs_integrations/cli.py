@@ -37,6 +37,7 @@ OPTION_FLAGS: dict[str, tuple[str, Any]] = {
     "--token-counter": ("token_counter", str),
     "--separator": ("separator", str),
     "--lexical-weight": ("lexical_weight", float),
+    "--coarse-filter": ("coarse_filter", str),
 }
 
 

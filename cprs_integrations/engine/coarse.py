@@ -17,11 +17,12 @@ Rules (one budget group at a time: all texts of a call, or each text with ``per_
    windows than ``keep`` (then it does not discriminate and the ranking decides).
 3. **Ranking.** Windows are ranked by ``z(BM25 of the window) + EMBEDDING_WEIGHT x z(best sentence cosine)``, where
    the cosine is between static embeddings (model2vec) of the query and of each sentence of the window: BM25 finds
-   shared words, the embeddings find paraphrases that share none. The best windows fill ``keep``.
+   shared words, the embeddings find paraphrases that share none.
 4. **Chasing references.** A chain (``X = 5`` ... ``Y = X``) or a bridge entity links a window that matches the query
    to one that shares no word with it. From the sentences of the seed windows that match the query best, words that
    are rare across the call's windows (in at most :data:`CHASE_MAX_WINDOWS` windows) pull in the windows holding
-   them, for up to :data:`CHASE_HOPS` hops, at most ``keep // 2`` windows more.
+   them, for up to :data:`CHASE_HOPS` hops, at most ``keep // 2`` windows; the best ranked windows fill the rest of
+   ``keep`` (exact matches beyond ``keep`` are still scored).
 
 The figures behind each constant (speed and what is kept, off against auto, in one run) are in
 ``benchmarks/coarse_filter.py`` and the README's "Long inputs" section.

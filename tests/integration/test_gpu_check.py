@@ -83,6 +83,7 @@ def test_concurrency(tiny_run: tuple[dict[str, Any], str]) -> None:
     assert c["equal"] is True and c["mismatched_requests"] == []
     assert c["max_span_score_diff"] <= 1e-4  # windows of other requests in the same forward pass: rounding only
     assert _positive(c["speedup"]) and _positive(c["serial_seconds"]) and _positive(c["concurrent_seconds"])
+
     # The same windows, in no more forward passes: concurrent requests share batches.
     def windows(sizes: dict[str, int]) -> int:
         return sum(int(size) * count for size, count in sizes.items())

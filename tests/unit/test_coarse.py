@@ -119,7 +119,8 @@ def test_auto_reads_fewer_windows_and_keeps_the_needle(engine):
     scored_windows = engine.stats()["windows"]
     [off] = engine.compress(query, [text], target_ratio=0.05, coarse_filter="off")
     assert "7734-alpha" in auto.text and "7734-alpha" in off.text
-    assert auto.timings["windows"] == off.timings["windows"] and auto.timings["critic_tokens"] >= coarse.COARSE_AUTO_MIN_TOKENS
+    assert auto.timings["windows"] == off.timings["windows"]
+    assert auto.timings["critic_tokens"] >= coarse.COARSE_AUTO_MIN_TOKENS
     assert auto.timings["windows_scored"] < auto.timings["windows"] == off.timings["windows_scored"]
     assert scored_windows == auto.timings["windows_scored"], "the critic saw only the windows the filter kept"
     assert auto.compressed_tokens <= 0.05 * auto.original_tokens
