@@ -1,6 +1,7 @@
 """What survived compression: kept tests per example, and their means per method and budget.
 
-* A gold span (supporting fact, chain statement) is kept when at least 90% of its characters lie inside kept spans;
+* A gold span (supporting fact, chain statement) is kept when at least 90% of its characters lie inside kept spans
+  (``MIN_COVERED`` and ``covered_share`` of ``cprs_integrations.training.evaluate``, which ``cprs eval`` uses too);
   for a text-only output (LongLLMLingua) when its whitespace-normalised text appears in the normalised output.
 * A gold string (needle value, answer) is kept when it appears in the kept text (whitespace-normalised).
 """
@@ -15,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.tasks import BenchExample
+from cprs_integrations.training.evaluate import MIN_COVERED, covered_share
 
-#: Share of a gold span's characters that must lie in kept spans for it to count as kept.
-MIN_COVERED = 0.9
 #: The metrics of each task; the first one is the headline of its plot and table.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "hotpotqa": ("sf_recall", "all_facts_kept"),
@@ -49,17 +49,6 @@ class Output:
 def normalise(text: str) -> str:
     """Whitespace runs collapsed to one space, ends stripped."""
     return _WHITESPACE.sub(" ", text).strip()
-
-
-def covered_share(span: tuple[int, int], kept: np.ndarray) -> float:
-    """Share of the characters of ``span`` that lie inside the (sorted, disjoint) ``kept`` spans."""
-    start, end = span
-    if end <= start:
-        return 1.0
-    if len(kept) == 0:
-        return 0.0
-    overlap = np.clip(np.minimum(kept[:, 1], end) - np.maximum(kept[:, 0], start), 0, None)
-    return float(overlap.sum()) / (end - start)
 
 
 def span_kept(example: BenchExample, output: Output, span: tuple[int, int], normalised: str | None = None) -> bool:
