@@ -1,4 +1,5 @@
-"""Command line: ``cprs demo``, ``cprs compress``, ``cprs compress-dataset``, ``cprs serve``, ``cprs train``.
+"""Command line: ``cprs demo``, ``cprs compress``, ``cprs compress-dataset``, ``cprs serve``, ``cprs train``,
+``cprs eval``.
 
 Examples:
     $ cprs demo
@@ -7,6 +8,8 @@ Examples:
     $ echo "long text" | cprs compress --query "..." --tokens 200 --json
     $ cprs compress-dataset --query-column question --text-column context --concurrency 4 docs.parquet out/
     $ cprs train --config cprs_integrations/training/configs/default.json --output runs/critic
+    $ cprs train --data my_records.jsonl --output runs/my-critic
+    $ cprs eval --data my_records.jsonl --model runs/my-critic --ratios 0.1 0.2
 """
 
 from __future__ import annotations
@@ -245,9 +248,18 @@ def _train(args: argparse.Namespace) -> int:
     from cprs_integrations.training.trainer import TrainConfig, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.data is not None:
+        return _fine_tune(args)
+    given = [flag for flag, value in (("--epochs", args.epochs), ("--holdout", args.holdout)) if value is not None]
+    if given:
+        raise ValueError(f"{' and '.join(given)} apply to --data; a --config recipe sets max_steps itself")
     config = TrainConfig.from_file(args.config)
     if args.seed is not None:
         config.seed = args.seed
+    if args.init_from is not None:
+        config.init_from = args.init_from
+    if args.threads is not None:
+        config.threads = args.threads
     train(
         config,
         args.output,
@@ -255,6 +267,63 @@ def _train(args: argparse.Namespace) -> int:
         stop_after_minutes=args.stop_after_minutes,
         stop_at_step=args.stop_at_step,
     )
+    return 0
+
+
+def _fine_tune(args: argparse.Namespace) -> int:
+    from cprs_integrations.training.evaluate import format_table
+    from cprs_integrations.training.fine_tune import DEFAULT_EPOCHS, REPORT_FILE, fine_tune, fine_tune_config
+    from cprs_integrations.training.user_data import DEFAULT_HOLDOUT
+
+    config = fine_tune_config(
+        args.data,
+        init_from=args.init_from,
+        epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
+        holdout=DEFAULT_HOLDOUT if args.holdout is None else args.holdout,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    report = fine_tune(
+        config,
+        args.output,
+        resume=args.resume,
+        stop_after_minutes=args.stop_after_minutes,
+        stop_at_step=args.stop_at_step,
+    )
+    state = "" if report["finished"] else " (stopped early; --resume continues)"
+    print(f"cprs: trained critic: {report['critic']}, {report['steps']} of {config.max_steps} steps{state}")
+    if "before" not in report:
+        print("cprs: no record is held out (--holdout 0 or a very small file): no held-out report")
+        return 0
+    tables = {"before": report["before"], "after": report["after"]}
+    print(format_table(tables, title=f"held-out records (recall of their keep spans; {REPORT_FILE}):"))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from cprs_integrations.engine.engine import CPRSEngine
+    from cprs_integrations.training.evaluate import evaluate, format_table
+    from cprs_integrations.training.user_data import read_records, split_records, to_example
+
+    records = read_records(args.data)  # checked before the critic loads
+    if args.heldout_only:
+        records = split_records(records, args.holdout)[1]
+        if not records:
+            raise ValueError(f"{args.data}: no record is held out at --holdout {args.holdout}")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    engine = CPRSEngine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    try:
+        report = evaluate(engine, [to_example(r) for r in records], args.ratios, args.target_recall)
+    finally:
+        engine.close()
+    report = {"data": args.data, "model": args.model or "default", **report}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report, title=f"{args.data}, critic {report['model']}:"))
     return 0
 
 
@@ -456,14 +525,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(serve)
     serve.set_defaults(func=_serve)
 
-    train = commands.add_parser("train", help="train an encoder critic (CPU friendly)")
-    train.add_argument("--config", required=True, help="training config JSON (see training/configs/)")
+    train = commands.add_parser(
+        "train",
+        help="train an encoder critic (CPU friendly), or fine-tune one on your own records",
+        description="--config: a full recipe (training/configs/). --data: fine-tune the shipped critic (or "
+        "--init-from) on a JSON-lines file of your records, then report recall on the held-out ones before and "
+        "after, next to BM25 (format: README, 'Fine-tune on your own data').",
+    )
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="training config JSON (see training/configs/)")
+    source.add_argument("--data", metavar="FILE.jsonl", help="your records: fine-tune on them")
     train.add_argument("--output", required=True, help="folder for checkpoints and the trained critic")
     train.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    train.add_argument(
+        "--init-from", default=None, metavar="DIR", help="critic folder to start from (--data default: the shipped one)"
+    )
+    train.add_argument("--epochs", type=int, default=None, help="--data: passes over the training records (default: 4)")
+    train.add_argument(
+        "--holdout", type=float, default=None, help="--data: share of records held out for the report (default: 0.1)"
+    )
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's, 2)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
     train.add_argument("--stop-after-minutes", type=float, default=None, help="save and stop after this long")
     train.add_argument("--stop-at-step", type=int, default=None, help="finish early (LR schedule unchanged)")
     train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="recall of your records' keep spans at several ratios, for a critic and for BM25",
+        description="Per ratio, the share of the spans to keep that survive (>= 90%% of their characters kept), "
+        "for the critic with the engine's default options and for BM25 over sentences under the same budget; and "
+        "the score_threshold that keeps --target-recall of them.",
+    )
+    evaluate.add_argument("--data", required=True, metavar="FILE.jsonl", help="your records (same format as train)")
+    evaluate.add_argument("--model", default=None, help="critic folder or hub id (default: the embedded critic)")
+    evaluate.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.1, 0.2, 0.3],
+        help="target ratios (default: 0.05 0.1 0.2 0.3)",
+    )
+    evaluate.add_argument(
+        "--target-recall", type=float, default=0.9, help="share of spans the suggested threshold keeps (default: 0.9)"
+    )
+    evaluate.add_argument(
+        "--heldout-only", action="store_true", help="evaluate only the records cprs train --data holds out"
+    )
+    evaluate.add_argument("--holdout", type=float, default=0.1, help="with --heldout-only: the share (default: 0.1)")
+    evaluate.add_argument("--device", default=None, help=DEVICE_HELP)
+    evaluate.add_argument("--dtype", default="auto", help=DTYPE_HELP)
+    evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.set_defaults(func=_eval)
     return parser
 
 

@@ -55,6 +55,9 @@ class TrainConfig:
     granularity_mix: dict[str, float] = field(default_factory=lambda: {"sentence": 0.6, "paragraph": 0.2, "token": 0.2})
     synthetic_per_epoch: int = 1600
     hotpot_limit: int | None = None  # at most this many HotpotQA training questions per epoch (tests, dry runs)
+    data: str | None = None  # the user's JSON-lines file (training/user_data.py): train on it instead of HotpotQA
+    data_sha256: str | None = None  # sha256 of ``data`` when the run started; a changed file is refused
+    holdout: float = 0.1  # share of the user's records held out (a hash of each record, not the seed)
     checkpoint_minutes: float = 10.0
     bf16: bool = False  # only on CPUs with AMX / AVX-512-BF16: elsewhere bf16 autocast is ~20x slower
     threads: int = 2
@@ -146,7 +149,10 @@ def build_windows(critic: Any, examples: list[Example], window_tokens: int) -> l
 
 
 def epoch_examples(config: TrainConfig, epoch: int) -> list[Example]:
-    """The examples of one epoch (deterministic in seed and epoch)."""
+    """The examples of one epoch (deterministic in seed and epoch): the training split of the user's ``data`` when
+    set, else HotpotQA and synthetic tasks."""
+    if config.data is not None:
+        return user_examples(config)
     rng = random.Random(config.seed * 1000 + epoch)
     names = list(config.granularity_mix)
     weights = [config.granularity_mix[n] for n in names]
@@ -154,6 +160,25 @@ def epoch_examples(config: TrainConfig, epoch: int) -> list[Example]:
     examples = [hotpot_example(r, rng.choices(names, weights)[0], rng) for r in records]
     examples += synthetic_examples(rng, config.synthetic_per_epoch)
     return examples
+
+
+def user_examples(config: TrainConfig, held_out: bool = False) -> list[Example]:
+    """The training (or held-out) examples of the user's ``data`` file.
+
+    Raises:
+        ValueError: the file is not the one the run started with (``data_sha256``), or a bad record.
+    """
+    from cprs_integrations.training.user_data import file_sha256, read_records, split_records, to_example
+
+    if config.data is None:
+        raise ValueError("this config has no data file")
+    if config.data_sha256 is not None and file_sha256(config.data) != config.data_sha256:
+        raise ValueError(
+            f"{config.data} changed since the run started (sha256 {config.data_sha256[:12]}...); restore it or "
+            "start a new run in another --output"
+        )
+    train_part, held_part = split_records(read_records(config.data), config.holdout)
+    return [to_example(r) for r in (held_part if held_out else train_part)]
 
 
 def epoch_batches(config: TrainConfig, records: list[WindowRecord], epoch: int) -> list[list[int]]:
@@ -337,6 +362,7 @@ def train(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = output / "checkpoint"
+    _check_run_config(output, config, resume)
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     model, tokenizer = new_critic_model(config)
@@ -424,6 +450,33 @@ def train(
     _save_critic(model, tokenizer, output, config, step, elapsed)
     logger.info("done: %d steps in %.1f minutes -> %s", step, elapsed / 60, output)
     return output
+
+
+#: The run's recipe, written when it starts; a resume must bring the same one (data file and its sha256 included).
+RUN_CONFIG = "run_config.json"
+#: Config fields that do not change the weights: a resume may change them.
+_RESUMABLE_CHANGES = frozenset({"checkpoint_minutes", "log_every"})
+
+
+def _check_run_config(output: Path, config: TrainConfig, resume: bool) -> None:
+    """Write ``output/run_config.json``, or on resume refuse a recipe that differs from the stored one."""
+    path = output / RUN_CONFIG
+    current = asdict(config)
+    if resume and path.is_file():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(
+            k for k in set(stored) | set(current) if k not in _RESUMABLE_CHANGES and stored.get(k) != current.get(k)
+        )
+        if "data_sha256" in changed:
+            raise ValueError(
+                f"cannot resume {output}: {stored.get('data')} changed since the run started (sha256 "
+                f"{str(stored.get('data_sha256'))[:12]}... -> {str(current.get('data_sha256'))[:12]}...); restore it "
+                "or start a new run in another --output"
+            )
+        if changed:
+            details = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed)
+            raise ValueError(f"cannot resume {output}: the run started with another recipe ({details})")
+    path.write_text(json.dumps(current, indent=2), encoding="utf-8")
 
 
 def _save_checkpoint(
