@@ -1,4 +1,8 @@
-"""Every notebook runs top to bottom on CPU with the embedded default critic (kernel: this virtualenv's)."""
+"""Every notebook runs top to bottom on CPU with the embedded default critic (kernel: this virtualenv's).
+
+``CPRS_NOTEBOOK_FAST=1`` is set for the kernel: a notebook that trains (fine_tune_your_data) then runs a few steps
+only; CI never trains for long.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path: Path):
+def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CPRS_NOTEBOOK_FAST", "1")  # the kernel inherits this process's environment
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(path, as_version=4)
