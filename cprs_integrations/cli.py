@@ -302,10 +302,15 @@ def _fine_tune(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from cprs_integrations.engine.engine import CPRSEngine
+    from cprs_integrations.engine.options import CompressionOptions
     from cprs_integrations.training.evaluate import evaluate, format_table
     from cprs_integrations.training.user_data import read_records, split_records, to_example
 
-    records = read_records(args.data)  # checked before the critic loads
+    for ratio in args.ratios:  # checked before the critic loads, as the records are
+        CompressionOptions(target_ratio=ratio)
+    if not 0.0 < args.target_recall <= 1.0:
+        raise ValueError(f"--target-recall {args.target_recall}: expected a share in (0, 1]")
+    records = read_records(args.data)
     if args.heldout_only:
         records = split_records(records, args.holdout)[1]
         if not records:

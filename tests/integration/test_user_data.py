@@ -118,6 +118,8 @@ def test_bad_records_and_flags_are_clear_errors_before_any_model_loads(data_file
     assert f"{bad} line 2: keep[0] = [2, 9]: end is past the end of context" in capsys.readouterr().err
     assert main(["train", "--data", str(bad), "--output", str(tmp_path / "out")]) == 2
     assert "line 2" in capsys.readouterr().err
+    assert main(["eval", "--data", str(data_file), "--model", str(tmp_path / "no-model"), "--ratios", "1.5"]) == 2
+    assert "target_ratio" in capsys.readouterr().err
     config = Path(__file__).parents[2] / "cprs_integrations" / "training" / "configs" / "default.json"
     assert main(["train", "--config", str(config), "--output", str(tmp_path / "o"), "--epochs", "2"]) == 2
     assert "--epochs" in capsys.readouterr().err
