@@ -132,8 +132,7 @@ def run_signals(engine: Any, examples: dict[str, list[BenchExample]]) -> dict[st
         for ex in items:
             options = CompressionOptions(coarse_filter="off")
             plan = engine._plan(ex.query, [ex.text], options)  # windows as the engine cuts them (benchmark only)
-            sentences = [engine_sentences(ex.text)]
-            texts, per_window = plan.window_texts(sentences)
+            texts, per_window = plan.window_texts()
             lowered = [t.lower() for t in texts]
             bounds = [
                 (int(plan.tokenized[0].offsets[s, 0]), int(plan.tokenized[0].offsets[e - 1, 1]))
@@ -159,12 +158,6 @@ def run_signals(engine: Any, examples: dict[str, list[BenchExample]]) -> dict[st
         out[task] = {"n": len(items), **{k: round(float(np.mean(v)), 4) for k, v in recalls.items()}}
         print("signals", task, out[task], flush=True)
     return out
-
-
-def engine_sentences(text: str) -> np.ndarray:
-    from cprs_integrations.engine.segment import sentence_spans
-
-    return sentence_spans(text)
 
 
 def run_speed(lengths: list[int]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ Only pydantic and numpy here: the client imports this module without FastAPI.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model,
 
 from cprs_integrations.engine.inputs import check_query, check_texts
 from cprs_integrations.engine.options import CompressionOptions
-from cprs_integrations.engine.result import CompressionResult, TokenScores
+from cprs_integrations.engine.result import CompressionResult, TokenScores, unread_rows
 
 __all__ = [
     "TAG_LABELS",
@@ -52,8 +53,19 @@ __all__ = [
 TAG_LABELS = ("B", "I", "O", "E")
 #: Fields of :class:`CompressionResult` left out of the JSON: the caller sent the text and keeps it.
 RESULT_OMITTED = ("source",)
-#: The options that choose what the critic reads (all that matters to ``/v1/score``).
-SCORING_OPTIONS = ("granularity", "instruction", "language")
+#: The options that choose what the critic reads (all that matters to ``/v1/score``): the instruction, and what the
+#: coarse filter reads on a long input (its budget and mode).
+SCORING_OPTIONS = (
+    "granularity",
+    "instruction",
+    "language",
+    "mode",
+    "target_ratio",
+    "target_tokens",
+    "per_text_budget",
+    "token_counter",
+    "coarse_filter",
+)
 
 
 # ---------------------------------------------------------------------------------------------------- options
@@ -203,20 +215,16 @@ class TokenScoresJSON(BaseModel):
     def from_scores(cls, scores: TokenScores) -> TokenScoresJSON:
         """The JSON form of ``scores`` (NaN rows, tokens not read, become ``null``)."""
         probs: list[list[float] | None] = scores.probs.tolist()
-        unread = np.flatnonzero(np.isnan(scores.probs[:, 2])) if len(scores.probs) else []
-        for i in unread:
-            probs[int(i)] = None
+        for i in np.flatnonzero(unread_rows(scores.probs)).tolist():
+            probs[i] = None
         return cls.model_construct(offsets=scores.offsets.tolist(), probs=probs)
 
     def to_scores(self, text: str, query: str) -> TokenScores:
         """The :class:`TokenScores` again, on the caller's own ``text`` (``null`` rows become NaN)."""
         offsets = np.asarray(self.offsets, dtype=np.int64).reshape(-1, 2)
-        rows = [_UNREAD if row is None else row for row in self.probs]
+        rows = [[math.nan] * 4 if row is None else row for row in self.probs]
         probs = np.asarray(rows, dtype=np.float32).reshape(-1, 4)
         return TokenScores(text=text, offsets=offsets, probs=probs, query=query)
-
-
-_UNREAD = [float("nan")] * 4
 
 
 # --------------------------------------------------------------------------------------------------- requests
@@ -253,7 +261,8 @@ class CompressRequest(_TextsRequest):
 
 
 class ScoreRequest(_TextsRequest):
-    """Body of ``POST /v1/score`` (only ``granularity``, ``instruction`` and ``language`` of the options matter)."""
+    """Body of ``POST /v1/score``: the options of :data:`SCORING_OPTIONS` matter (the instruction; on a long input the
+    coarse filter's budget, mode and ``coarse_filter``); tokens the critic did not read come back as ``null`` rows."""
 
 
 # -------------------------------------------------------------------------------------------------- responses

@@ -13,8 +13,8 @@ Rules (one budget group at a time: all texts of a call, or each text with ``per_
    :data:`COARSE_AUTO_MIN_TOKENS` critic tokens, every window is scored. Counting in tokens makes the rule the same
    for the default critic's 512-token windows and a decoder critic's 8K-token windows.
 2. **Exact matches.** Windows that contain a key term of the query (a number, an identifier with a digit, hyphen,
-   underscore or inner capital, a quoted phrase; case-insensitive) are always scored, unless the term is in more
-   windows than ``keep`` (then it does not discriminate and the ranking decides).
+   underscore or inner capital, a phrase in double quotes; case-insensitive) are always scored, unless the term is
+   in more windows than ``keep`` (then it does not discriminate and the ranking decides).
 3. **Ranking.** Windows are ranked by ``z(BM25 of the window) + EMBEDDING_WEIGHT x z(best sentence cosine)``, where
    the cosine is between static embeddings (model2vec) of the query and of each sentence of the window: BM25 finds
    shared words, the embeddings find paraphrases that share none.
@@ -61,7 +61,7 @@ EMBED_CHUNK = 8192
 Embed = Callable[[list[str]], np.ndarray]
 """``texts -> (len(texts), d)`` float array of L2-normalised embeddings."""
 
-_KEY_TERM = re.compile(r"[\"“'‘]([^\"”'’]{3,80})[\"”'’]|(\w[\w\-.:/]*\w)")
+_KEY_TERM = re.compile(r"[\"“]([^\"”]{3,80})[\"”]|(\w[\w\-.:/]*\w)")
 _STOPWORDS = frozenset(
     {"a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "he", "her", "his", "i"}
     | {"in", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their", "them", "they", "this", "to", "was"}
@@ -139,10 +139,11 @@ def choose_windows(
     Returns:
         A :class:`CoarseChoice` with one flag per window.
     """
-    n = len(window_texts)
-    scored = np.ones(n, dtype=bool)
-    group_ids = np.asarray(groups, dtype=np.int64)
-    filtered = [g for g, k in keep.items() if k < int(np.count_nonzero(group_ids == g))]
+    scored = np.ones(len(window_texts), dtype=bool)
+    members_of: dict[int, list[int]] = {}
+    for w, g in enumerate(groups):
+        members_of.setdefault(g, []).append(w)
+    filtered = [g for g, k in keep.items() if k < len(members_of.get(g, ()))]
     if not filtered:
         return CoarseChoice(scored)
     lowered = [t.lower() for t in window_texts]
@@ -150,7 +151,7 @@ def choose_windows(
     query_vector = embed([query])[0]
     forced_total = chased_total = 0
     for g in filtered:
-        members = np.flatnonzero(group_ids == g)
+        members = np.asarray(members_of[g], dtype=np.int64)
         k = keep[g]
         texts = [lowered[i] for i in members]
         sentences = [window_sentences[i] for i in members]
@@ -251,6 +252,8 @@ def _chase(
 
 
 def _leading_sentences(sentences: Sequence[str], terms: list[str], query_words: set[str]) -> list[str]:
+    """The sentences of a seed window the chase starts from: those holding a key term, else the (at most two)
+    sharing most query words."""
     with_terms = [s for s in sentences if any(term in s.lower() for term in terms)]
     if with_terms:
         return with_terms

@@ -74,8 +74,9 @@ class CPRSEngine:
         coarse_embedder: ``texts -> (n, d)`` normalised embeddings for the coarse filter (default: the shipped
             model2vec model, loaded on first use; see :mod:`cprs_integrations.engine.coarse`).
         cache_tokens: Texts compressed again (a retriever's corpus, a document asked several questions) reuse their
-            tokens, sentences and sentence embeddings from a cache of this many critic tokens (default 2M, about
-            100 MB with the embeddings); ``0`` keeps nothing. See :mod:`cprs_integrations.engine.prepared`.
+            tokens and sentences from a cache of this many critic tokens (default 2M, about 100 MB) and the coarse
+            filter's sentence embeddings from one of 200K sentences (100 MB); ``0`` keeps neither. See
+            :mod:`cprs_integrations.engine.prepared`.
 
     Windows of all concurrent calls (threads, event loops) are batched together by one
     :class:`~cprs_integrations.engine.scheduler.BatchScheduler` (fair across calls); :meth:`stats` counts what ran.
@@ -296,7 +297,9 @@ class CPRSEngine:
         """Selection alone, on scores from :meth:`score`: try several budgets or modes without re-scoring.
 
         ``engine.compress(q, texts, opts)`` equals ``engine.select(engine.score(q, texts, opts), opts)``, up to
-        timings. The same as :func:`cprs_integrations.engine.select.select`, which needs no engine.
+        timings. The same as :func:`cprs_integrations.engine.select.select`, which needs no engine. On long inputs
+        the coarse filter reads only the windows the scoring budget needs: to try other budgets on the same scores,
+        score with ``coarse_filter="off"``.
 
         Examples:
             >>> scored = engine.score("Who?", texts)  # doctest: +SKIP
@@ -440,7 +443,7 @@ class CPRSEngine:
         keep = {
             g: windows_to_keep(_share(options, plan, g), n, tokens_per_group[g]) for g, n in windows_per_group.items()
         }
-        window_texts, window_sentences = plan.window_texts([p.sentences for p in prepared])
+        window_texts, window_sentences = plan.window_texts()
         embed = self._embedder(sum(len(p.sentences) for p in prepared))
         choice = choose_windows(plan.query, window_texts, window_sentences, groups, keep, embed)
         plan.scored = choice.scored
@@ -599,12 +602,12 @@ def _original_tokens(texts: list[str], prepared: list[PreparedText], counter: An
 
 
 def _share(options: CompressionOptions, plan: _Plan, group: int) -> float:
-    """The share of a budget group's tokens its budget keeps (``target_ratio``, else ``target_tokens`` / tokens)."""
+    """The share of a budget group's tokens its budget keeps: the ratio, or the group's budget over its tokens."""
     if options.target_tokens is None:
         return float(options.target_ratio if options.target_ratio is not None else DEFAULT_TARGET_RATIO)
     counts = plan.original_tokens or []
     total = counts[group] if options.per_text_budget else sum(counts)
-    return 1.0 if total <= 0 else min(1.0, options.target_tokens / total)
+    return 1.0 if total <= 0 else min(1.0, options.budgets(counts)[group] / total)
 
 
 def _non_negative_int(name: str, value: Any) -> int:
@@ -636,19 +639,20 @@ class _Plan:
     original_tokens: list[int] | None = None
 
     def scored_windows(self) -> list[tuple[int, int, int]]:
+        """The windows the critic scores, in order."""
         if self.scored is None:
             return self.windows
         return [w for w, keep in zip(self.windows, self.scored.tolist()) if keep]
 
-    def window_texts(self, sentences: list[np.ndarray]) -> tuple[list[str], list[list[str]]]:
-        """Each window's text (its tokens' characters) and the texts of the sentences starting in it."""
+    def window_texts(self) -> tuple[list[str], list[list[str]]]:
+        """Each window's text (its tokens' characters) and the texts of the sentences whose first token is in it
+        (what the coarse filter reads)."""
         texts, per_window = [], []
         for i, start, end in self.windows:
-            offsets, text = self.tokenized[i].offsets, self.texts[i]
-            first, last = int(offsets[start, 0]), int(offsets[end - 1, 1])
-            texts.append(text[first:last])
-            spans = sentences[i]
-            lo, hi = np.searchsorted(spans[:, 0], [first, last], side="left")
+            offsets, text, spans = self.tokenized[i].offsets, self.texts[i], self.prepared[i].sentences
+            texts.append(text[int(offsets[start, 0]) : int(offsets[end - 1, 1])])
+            first_tokens = np.searchsorted(offsets[:, 0], spans[:, 0], side="left")
+            lo, hi = np.searchsorted(first_tokens, [start, end], side="left")
             per_window.append([text[int(a) : int(b)] for a, b in spans[lo:hi]])
         return texts, per_window
 

@@ -44,7 +44,10 @@ class PreparedText:
 
 
 def prepare(text: str, tokenized: TokenizedText) -> PreparedText:
-    """Segment ``text`` (already tokenized) into what windows and the coarse filter need."""
+    """Segment ``text`` (already tokenized) into what windows and the coarse filter need. The arrays are made
+    read-only: a cached text's offsets are shared by every :class:`TokenScores` later made from it."""
+    tokenized.ids.setflags(write=False)
+    tokenized.offsets.setflags(write=False)
     if len(tokenized) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return PreparedText(tokenized, np.zeros((0, 2), dtype=np.int64), empty, empty)
@@ -71,6 +74,7 @@ class PreparedCache:
         self._lock = threading.Lock()
 
     def get(self, text: str) -> PreparedText | None:
+        """The prepared text (now the most recently used), or ``None``."""
         with self._lock:
             prepared = self._items.get(text)
             if prepared is not None:
@@ -78,8 +82,10 @@ class PreparedCache:
             return prepared
 
     def put(self, text: str, prepared: PreparedText) -> None:
+        """Keep ``prepared`` for ``text``, dropping the least recently used texts past the bound; a text without
+        tokens (cheap to prepare again) or longer than the bound is not kept."""
         size = len(prepared.tokenized)
-        if size > self.max_tokens:
+        if size == 0 or size > self.max_tokens:
             return
         with self._lock:
             if text in self._items:
@@ -119,12 +125,12 @@ class EmbeddingCache:
                     found[text] = self._items[text]
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
-            fresh = self.embed(missing)
+            # kept in float16, and returned rounded the same way on a miss: a text gets the same vector on every call
+            fresh = self.embed(missing).astype(np.float16)
             found.update(zip(missing, fresh))
             if self.max_sentences:
                 with self._lock:
-                    for text, vector in zip(missing, fresh):
-                        self._items[text] = vector.astype(np.float16)
+                    self._items.update(zip(missing, fresh))
                     while len(self._items) > self.max_sentences:
                         self._items.popitem(last=False)
         if not texts:

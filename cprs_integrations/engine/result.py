@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+#: Column of P(O) (drop) in a B/I/O/E probability array.
+O_COLUMN = 2
+
 
 @dataclass(frozen=True)
 class TokenScores:
@@ -29,8 +32,18 @@ class TokenScores:
 
     @property
     def keep_probs(self) -> np.ndarray:
-        """``(n,)`` keep probability ``1 - P(O)`` per token."""
-        return 1.0 - self.probs[:, 2]
+        """``(n,)`` keep probability ``1 - P(O)`` per token (NaN where the critic did not read the token)."""
+        return 1.0 - self.probs[:, O_COLUMN]
+
+    @property
+    def read(self) -> np.ndarray:
+        """``(n,)`` bool: the tokens the critic read (all of them unless the coarse filter skipped windows)."""
+        return ~unread_rows(self.probs)
+
+
+def unread_rows(probs: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool of a ``(n, 4)`` B/I/O/E array: the rows of tokens the critic did not read (NaN rows)."""
+    return np.isnan(probs[:, O_COLUMN]) if len(probs) else np.zeros(0, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,8 @@ class CompressionResult:
         granularity_used: The unit actually kept: ``granularity``, or a finer unit (``sentence``, ``clause``,
             ``token``) when no whole unit fitted the budget (see :mod:`cprs_integrations.engine.select`).
         empty_reason: ``None`` when something was kept, else why not: ``empty_text``, ``zero_budget``,
-            ``below_score_threshold``, ``unit_too_large`` (its best unit is larger than the whole budget),
+            ``below_score_threshold``, ``not_read`` (the coarse filter sent none of its windows to the critic),
+            ``unit_too_large`` (its best unit is larger than the whole budget),
             ``outranked`` (the call's one budget went to better units of other texts),
             ``nothing_fits`` or ``no_tags`` (tags mode).
 

@@ -17,6 +17,7 @@ Rules of budget mode, in order (see also :func:`~cprs_integrations.engine.select
    the budget is filled from those: the coarsest level that fills at least 90% of the budget, else the level that
    fills most; ``CompressionResult.granularity_used`` says which unit was used.
 5. A result that keeps nothing says why in ``CompressionResult.empty_reason``.
+6. Tokens the critic did not read (NaN rows: windows the coarse filter skipped) are never kept, in either mode.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from cprs_integrations.engine import segment
 from cprs_integrations.engine.budget import resolve_token_counter
 from cprs_integrations.engine.lexical import fused_priorities
 from cprs_integrations.engine.options import CompressionOptions
-from cprs_integrations.engine.result import CompressionResult, KeptSpan, TokenScores
+from cprs_integrations.engine.result import CompressionResult, KeptSpan, TokenScores, unread_rows
 from cprs_integrations.engine.selection import (
     Selection,
     join_spans,
@@ -46,6 +47,7 @@ EMPTY_REASONS = {
     "empty_text": "the text is empty or whitespace only",
     "zero_budget": "the budget of the text's group is 0 tokens (raise target_ratio / target_tokens)",
     "below_score_threshold": "no unit of the text reaches score_threshold",
+    "not_read": "the coarse filter sent none of the text's windows to the critic (coarse_filter='off' reads all)",
     "unit_too_large": "the text's best unit is larger than the whole budget (the call's budget went elsewhere)",
     "outranked": "the call's one budget went to better units of other texts",
     "nothing_fits": "not even one word of the best unit fits the budget",
@@ -90,7 +92,7 @@ def select(
     if options.mode == "tags":
         selections = [
             select_by_tags(
-                s.probs,
+                _unread_as_dropped(s.probs),
                 s.offsets,
                 None if options.granularity == "token" else u,
                 gap_fill_tokens=options.gap_fill_tokens,
@@ -159,8 +161,9 @@ def _select_budget(
             finer = _finer_units(texts[t], start, end, level)
             if len(finer) < 2:
                 continue
-            finer_scores = _sigmoid(unit_log_odds(finer, scored[t].offsets, scored[t].probs))
-            finer_eligible = [_eligible(finer_scores, threshold)]
+            finer_log_odds = unit_log_odds(finer, scored[t].offsets, scored[t].probs)
+            finer_scores = _sigmoid(finer_log_odds)
+            finer_eligible = [_eligible(finer_scores, threshold) & _was_scored(finer_log_odds, scored[t])]
             [picked] = select_under_budgets(
                 [texts[t]],
                 [finer],
@@ -189,6 +192,8 @@ def _select_budget(
             reasons.append("empty_text")
         elif budgets[g] <= 0:
             reasons.append("zero_budget")
+        elif not read[t].any():
+            reasons.append("not_read")
         elif not eligible[t].any():
             reasons.append("below_score_threshold")
         elif _too_large(texts[t], units[t], _best_unit([t], ranks, eligible), budgets[g], count_tokens):
@@ -206,10 +211,20 @@ def _eligible(scores: np.ndarray, threshold: float | None) -> np.ndarray:
 
 
 def _was_scored(log_odds: np.ndarray, scored: TokenScores) -> np.ndarray:
-    """``(m,)`` bool: units with at least one scored token (all units when every token was scored)."""
-    if not np.isnan(scored.probs[:, 2]).any():
+    """``(m,)`` bool: units with at least one token the critic read (all units when it read every token)."""
+    if scored.read.all():
         return np.ones(len(log_odds), dtype=bool)
     return np.isfinite(log_odds)
+
+
+def _unread_as_dropped(probs: np.ndarray) -> np.ndarray:
+    """Tags mode: a token the critic did not read is tagged O (an all-NaN row would otherwise argmax to B)."""
+    unread = unread_rows(probs)
+    if not unread.any():
+        return probs
+    out = probs.copy()
+    out[unread] = (0.0, 0.0, 1.0, 0.0)
+    return out
 
 
 def _too_large(

@@ -207,6 +207,29 @@ def test_score_and_local_select_equal_in_process(
         )
 
 
+def test_a_long_input_reads_the_same_windows_remote_and_in_process(
+    remote: RemoteCPRSEngine, tiny_engine: CPRSEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coarse filter reads the budget: /v1/score gets it, so remote select(score) equals remote compress."""
+    import numpy as np
+
+    from cprs_integrations.engine import coarse
+    from cprs_integrations.training.data import essay_text
+
+    # the server (same process) takes at most 60,000 characters here: the filter is switched on from 4K tokens
+    monkeypatch.setattr(coarse, "COARSE_AUTO_MIN_TOKENS", 4096)
+    monkeypatch.setattr(coarse, "COARSE_MIN_TOKENS", 1024)
+    text = essay_text()[:55_000]
+    scored = remote.score(QUERY, [text], target_ratio=0.05)
+    [local] = tiny_engine.score(QUERY, [text], target_ratio=0.05)
+    assert not scored[0].read.all(), "the coarse filter skipped windows"
+    assert np.array_equal(scored[0].read, local.read)
+    [direct] = remote.compress(QUERY, [text], target_ratio=0.05)
+    assert same(remote.select(scored, target_ratio=0.05)[0], direct)
+    [everything] = remote.score(QUERY, [text], target_ratio=0.05, coarse_filter="off")
+    assert everything.read.all()
+
+
 def test_client_checks_before_sending(remote: RemoteCPRSEngine) -> None:
     with pytest.raises(TypeError, match="token_counter"):
         remote.compress(QUERY, ["text"], token_counter=lambda s: len(s.split()))
