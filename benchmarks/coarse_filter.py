@@ -41,6 +41,7 @@ from benchmarks.tasks import (
     multikey_examples,
     needle_examples,
     paraphrase_examples,
+    unshared_examples,
     variable_tracking_examples,
 )
 
@@ -59,21 +60,35 @@ def kept(example: BenchExample, text: str, spans: list[tuple[int, int]]) -> floa
     return float(np.mean(hits))
 
 
-def quality_examples(quick: bool) -> dict[str, list[BenchExample]]:
-    if quick:
-        return {
-            "needle": list(needle_examples([32768], [0.0, 0.5, 1.0])),
-            "paraphrase": list(paraphrase_examples(4, 32768)),
-            "variable_chain": list(variable_tracking_examples(2, 32768)),
-            "hotpot_hidden": list(hotpot_hidden_examples(4, 32768)),
-        }
+def quality_examples(quick: bool, tasks: list[str] | None = None) -> dict[str, list[BenchExample]]:
+    """The examples of each task (built lazily: only the tasks asked for)."""
+    builders = _quick_tasks() if quick else _full_tasks()
+    return {task: build() for task, build in builders.items() if tasks is None or task in tasks}
+
+
+def _quick_tasks() -> dict[str, Callable[[], list[BenchExample]]]:
     return {
-        "needle": list(needle_examples([4096, 32768, 131072], [0.0, 0.25, 0.5, 0.75, 1.0]))
-        + list(needle_examples([1048576], [0.0, 0.5, 1.0])),
-        "multikey": list(multikey_examples(10, 131072)),
-        "paraphrase": list(paraphrase_examples(30, 131072)),
-        "variable_chain": list(variable_tracking_examples(10, 131072)) + list(variable_tracking_examples(2, 1048576)),
-        "hotpot_hidden": list(hotpot_hidden_examples(60, 131072)),
+        "needle": lambda: list(needle_examples([32768], [0.0, 0.5, 1.0])),
+        "paraphrase": lambda: list(paraphrase_examples(4, 32768)),
+        "variable_chain": lambda: list(variable_tracking_examples(2, 32768)),
+        "hotpot_hidden": lambda: list(hotpot_hidden_examples(4, 32768)),
+        "unshared": lambda: list(unshared_examples(4, 32768)),
+    }
+
+
+def _full_tasks() -> dict[str, Callable[[], list[BenchExample]]]:
+    return {
+        "needle": lambda: (
+            list(needle_examples([4096, 32768, 131072], [0.0, 0.25, 0.5, 0.75, 1.0]))
+            + list(needle_examples([1048576], [0.0, 0.5, 1.0]))
+        ),
+        "multikey": lambda: list(multikey_examples(10, 131072)),
+        "paraphrase": lambda: list(paraphrase_examples(30, 131072)),
+        "variable_chain": lambda: (
+            list(variable_tracking_examples(10, 131072)) + list(variable_tracking_examples(2, 1048576))
+        ),
+        "hotpot_hidden": lambda: list(hotpot_hidden_examples(60, 131072)),
+        "unshared": lambda: list(unshared_examples(20, 131072)),
     }
 
 
@@ -271,6 +286,7 @@ def run_tiny_encoder(tokens: int) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--tasks", nargs="+", default=None, help="signals / quality: only these tasks")
     parser.add_argument("--quick", action="store_true", help="small sizes (32K tokens), a few minutes")
     parser.add_argument("--speed-lengths", nargs="+", type=int, default=None, help="o200k tokens per speed point")
     parser.add_argument("--decoder-lengths", nargs="+", type=int, default=None, help="tiny decoder points")
@@ -288,8 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine = CPRSEngine.from_pretrained(max_input_tokens=4_000_000)
     result: dict[str, Any] = {"run": run_info(threads), "quick": args.quick}
     sections: dict[str, Callable[[], Any]] = {
-        "signals": lambda: run_signals(engine, quality_examples(args.quick)),
-        "quality": lambda: run_quality(engine, quality_examples(args.quick)),
+        "signals": lambda: run_signals(engine, quality_examples(args.quick, args.tasks)),
+        "quality": lambda: run_quality(engine, quality_examples(args.quick, args.tasks)),
         "speed": lambda: run_speed(args.speed_lengths or ([32768] if args.quick else [131072, 1048576])),
         "retriever": lambda: run_retriever(engine, 65536 if args.quick else 1048576, 64 if args.quick else 1000),
         "decoder": lambda: run_tiny_decoder(args.decoder_lengths or ([65536] if args.quick else [131072, 1048576])),

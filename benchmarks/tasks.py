@@ -382,3 +382,66 @@ def hotpot_hidden_examples(n: int, context_tokens: int) -> Iterator[BenchExample
             gold_spans=tuple((s + shift, e + shift) for s, e in example.gold_spans),
             meta={**example.meta, "tokens": context_tokens},
         )
+
+
+#: Facts and questions that share no content word (our own text): what BM25 cannot match and embeddings may.
+_UNSHARED = (
+    (
+        "The lighthouse keeper's daughter collects antique barometers.",
+        "What old weather instruments does the girl from the coastal beacon gather?",
+    ),
+    (
+        "Our bakery's sourdough starter was brought from Lyon in 1962.",
+        "Where did the fermented dough culture of the bread shop originally come from?",
+    ),
+    (
+        "The mayor's terrier bit three postmen last winter.",
+        "How many mail carriers were attacked by the town leader's dog?",
+    ),
+    (
+        "A violinist named Ottoline repaired the chapel organ for free.",
+        "Who fixed the church's pipe instrument without charging anything?",
+    ),
+    (
+        "The ferry to Brannock Island stops running when fog rolls in.",
+        "Under what weather does the boat service to the isle get cancelled?",
+    ),
+    (
+        "Grandfather's pocket watch stopped on the morning of the flood.",
+        "When did the old man's timepiece cease working?",
+    ),
+    (
+        "The village school replaced its chalkboards with tablets in 2019.",
+        "In which year did the local classroom switch from slate writing surfaces to digital devices?",
+    ),
+    (
+        "Every autumn the orchard sells cider pressed from windfall apples.",
+        "What drink does the fruit farm offer each fall, made from fallen produce?",
+    ),
+    (
+        "The museum's oldest coin was minted under Emperor Hadrian.",
+        "Which Roman ruler reigned when the gallery's most ancient money was struck?",
+    ),
+    (
+        "Our choir director learned to conduct by watching cartoons.",
+        "How did the singers' leader pick up the skill of leading musicians?",
+    ),
+)
+
+
+def unshared_examples(n: int, context_tokens: int) -> Iterator[BenchExample]:
+    """A fact whose question shares no content word with it, hidden at a random depth of essay text (signals of
+    the coarse filter: where BM25 has nothing to match). Kept means the fact's sentence is kept."""
+    for i in range(n):
+        fact, question = _UNSHARED[i % len(_UNSHARED)]
+        rng = random.Random(stable_seed("unshared", context_tokens, i))
+        text, spans = insert_sentences(essay_of_tokens(rng, context_tokens), [fact], rng)
+        yield plain_example(
+            "unshared",
+            f"unshared-{context_tokens}-{i}",
+            question,
+            text,
+            gold_spans=(spans[0],),
+            gold_strings=(fact,),
+            meta={"tokens": context_tokens},
+        )

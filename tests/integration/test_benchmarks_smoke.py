@@ -129,7 +129,7 @@ def test_coarse_filter_signals(tmp_path: Path) -> None:
     out = tmp_path / "coarse.json"
     _run("benchmarks.coarse_filter", "--quick", "--sections", "signals", f"--out={out}")
     signals = json.loads(out.read_text(encoding="utf-8"))["signals"]
-    assert set(signals) == {"needle", "paraphrase", "variable_chain", "hotpot_hidden"}
+    assert set(signals) == {"needle", "paraphrase", "variable_chain", "hotpot_hidden", "unshared"}
     for task, entry in signals.items():
         assert entry["n"] > 0
         for key in ("bm25", "embedding", "fused", "filter"):
