@@ -26,3 +26,5 @@ def test_the_docs_build_strict(tmp_path: Path) -> None:
     assert (site / "adapters" / "switching" / "index.html").is_file()
     scale_out = (site / "scale_out" / "index.html").read_text(encoding="utf-8")
     assert "compress_dataset" in scale_out and "build_app" in scale_out
+    coarse = (site / "api" / "coarse" / "index.html").read_text(encoding="utf-8")
+    assert "choose_windows" in coarse and "PreparedCache" in coarse and "StaticEmbedder" in coarse
