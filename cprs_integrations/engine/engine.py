@@ -648,11 +648,13 @@ class _Plan:
         """Each window's text (its tokens' characters) and the texts of the sentences whose first token is in it
         (what the coarse filter reads)."""
         texts, per_window = [], []
+        first_tokens: dict[int, np.ndarray] = {}  # per text: the first token of each sentence
         for i, start, end in self.windows:
             offsets, text, spans = self.tokenized[i].offsets, self.texts[i], self.prepared[i].sentences
             texts.append(text[int(offsets[start, 0]) : int(offsets[end - 1, 1])])
-            first_tokens = np.searchsorted(offsets[:, 0], spans[:, 0], side="left")
-            lo, hi = np.searchsorted(first_tokens, [start, end], side="left")
+            if i not in first_tokens:
+                first_tokens[i] = np.searchsorted(offsets[:, 0], spans[:, 0], side="left")
+            lo, hi = np.searchsorted(first_tokens[i], [start, end], side="left")
             per_window.append([text[int(a) : int(b)] for a, b in spans[lo:hi]])
         return texts, per_window
 
