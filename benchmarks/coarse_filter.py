@@ -60,10 +60,12 @@ def kept(example: BenchExample, text: str, spans: list[tuple[int, int]]) -> floa
     return float(np.mean(hits))
 
 
-def quality_examples(quick: bool, tasks: list[str] | None = None) -> dict[str, list[BenchExample]]:
-    """The examples of each task (built lazily: only the tasks asked for)."""
+def quality_examples(
+    quick: bool, tasks: list[str] | None = None, limit: int | None = None
+) -> dict[str, list[BenchExample]]:
+    """The examples of each task (built lazily: only the tasks asked for; the first ``limit`` of each)."""
     builders = _quick_tasks() if quick else _full_tasks()
-    return {task: build() for task, build in builders.items() if tasks is None or task in tasks}
+    return {task: build()[:limit] for task, build in builders.items() if tasks is None or task in tasks}
 
 
 def _quick_tasks() -> dict[str, Callable[[], list[BenchExample]]]:
@@ -287,6 +289,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--tasks", nargs="+", default=None, help="signals / quality: only these tasks")
+    parser.add_argument("--limit", type=int, default=None, help="signals / quality: first N examples of each task")
     parser.add_argument("--quick", action="store_true", help="small sizes (32K tokens), a few minutes")
     parser.add_argument("--speed-lengths", nargs="+", type=int, default=None, help="o200k tokens per speed point")
     parser.add_argument("--decoder-lengths", nargs="+", type=int, default=None, help="tiny decoder points")
@@ -304,8 +307,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine = CPRSEngine.from_pretrained(max_input_tokens=4_000_000)
     result: dict[str, Any] = {"run": run_info(threads), "quick": args.quick}
     sections: dict[str, Callable[[], Any]] = {
-        "signals": lambda: run_signals(engine, quality_examples(args.quick, args.tasks)),
-        "quality": lambda: run_quality(engine, quality_examples(args.quick, args.tasks)),
+        "signals": lambda: run_signals(engine, quality_examples(args.quick, args.tasks, args.limit)),
+        "quality": lambda: run_quality(engine, quality_examples(args.quick, args.tasks, args.limit)),
         "speed": lambda: run_speed(args.speed_lengths or ([32768] if args.quick else [131072, 1048576])),
         "retriever": lambda: run_retriever(engine, 65536 if args.quick else 1048576, 64 if args.quick else 1000),
         "decoder": lambda: run_tiny_decoder(args.decoder_lengths or ([65536] if args.quick else [131072, 1048576])),

@@ -17,12 +17,14 @@ Rules (one budget group at a time: all texts of a call, or each text with ``per_
    in more windows than ``keep`` (then it does not discriminate and the ranking decides).
 3. **Ranking.** Windows are ranked by ``z(BM25 of the window) + EMBEDDING_WEIGHT x z(best sentence cosine)``, where
    the cosine is between static embeddings (model2vec) of the query and of each sentence of the window: BM25 finds
-   shared words, the embeddings find paraphrases that share none.
+   shared words, the embeddings find paraphrases that share none. A question sharing no word with its answer gives
+   BM25 nothing and drowns the cosine in the sum, so the best ``EMBEDDING_SHARE`` of ``keep`` by the cosine alone
+   are taken first.
 4. **Chasing references.** A chain (``X = 5`` ... ``Y = X``) or a bridge entity links a window that matches the query
    to one that shares no word with it. From the sentences of the seed windows that match the query best, words that
    are rare across the call's windows (in at most :data:`CHASE_MAX_WINDOWS` windows) pull in the windows holding
-   them, for up to :data:`CHASE_HOPS` hops, at most ``keep // 2`` windows; the best ranked windows fill the rest of
-   ``keep`` (exact matches beyond ``keep`` are still scored).
+   them, for up to :data:`CHASE_HOPS` hops, at most ``max(CHASE_HOPS, keep // 4)`` windows; the best ranked windows
+   fill the rest of ``keep`` (exact matches beyond ``keep`` are still scored).
 
 The figures behind each constant (speed and what is kept, off against auto, in one run) are in
 ``benchmarks/coarse_filter.py`` and the README's "Long inputs" section.
@@ -49,6 +51,8 @@ COARSE_MARGIN = 2.0
 COARSE_MIN_TOKENS = 8_192
 #: Weight of the static-embedding signal next to BM25 (z-score fusion).
 EMBEDDING_WEIGHT = 1.0
+#: Share of the kept windows taken by the embeddings alone, before the fused ranking fills the rest.
+EMBEDDING_SHARE = 0.5
 #: References are chased for at most this many hops from the seed windows ...
 CHASE_HOPS = 4
 #: ... through words that occur in at most this many windows of the group.
@@ -158,15 +162,18 @@ def choose_windows(
         forced = _exact_matches(texts, terms, k)
         frequencies: Counter[str] = Counter()  # windows holding each word, filled by the BM25 pass
         lexical = bm25_of_words(words(query), (words(t) for t in texts), len(texts), frequencies)
-        ranking = zscore(lexical) + EMBEDDING_WEIGHT * zscore(_best_cosine(sentences, query_vector, embed))
-        order = np.argsort(-ranking, kind="stable")
+        cosine = _best_cosine(sentences, query_vector, embed)
+        order = np.argsort(-(zscore(lexical) + EMBEDDING_WEIGHT * zscore(cosine)), kind="stable")
         chosen = set(forced.tolist())
+        # The best windows by meaning alone: a question that shares no word with its answer has no BM25 to add.
+        chosen.update(np.argsort(-cosine, kind="stable")[: math.ceil(EMBEDDING_SHARE * k)].tolist())
         # Chase from the exact matches first (a chain starts at its value), then from the best ranked windows.
         rare = _rare_words(texts, frequencies)
-        chased = _chase(query, terms, rare, sentences, forced.tolist(), chosen, k // 2)
+        limit = max(CHASE_HOPS, k // 4)
+        chased = _chase(query, terms, rare, sentences, forced.tolist(), chosen, limit)
         seeds = [int(i) for i in order[:CHASE_SEEDS] if int(i) not in chosen]
         chosen.update(seeds)
-        chased |= _chase(query, terms, rare, sentences, seeds, chosen | chased, k // 2 - len(chased))
+        chased |= _chase(query, terms, rare, sentences, seeds, chosen | chased, limit - len(chased))
         chosen |= chased
         for local in order.tolist():
             if len(chosen) >= k:
