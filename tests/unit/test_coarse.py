@@ -65,7 +65,11 @@ def test_exact_matches_are_kept_and_a_chain_is_followed_across_windows():
         windows[i] = windows[i] + " " + statement
     sentences = [[w] for w in windows]
     query = "Find all variables that are assigned the value 58271."
-    choice = coarse.choose_windows(query, windows, sentences, [0] * len(windows), {0: 20}, bag_of_words_embed)
+
+    def no_meaning(texts: list[str]) -> np.ndarray:  # embeddings that find nothing: only the chase can
+        return np.ones((len(texts), 8), dtype=np.float32) / np.sqrt(8)
+
+    choice = coarse.choose_windows(query, windows, sentences, [0] * len(windows), {0: 20}, no_meaning)
     assert choice.scored.dtype == bool and choice.scored.shape == (len(windows),)
     assert all(choice.scored[i] for i in chain), "every link of the chain is scored"
     assert choice.forced == 1 and choice.chased >= 3
