@@ -362,3 +362,16 @@ def test_window_sentences_include_a_sentence_whose_start_has_no_token(engine):
     _, per_window = plan.window_texts()
     assert per_window[0][0].startswith("\ufeffFirst") or per_window[0][0].startswith("First")
     assert sum(len(s) for s in per_window) == len(sentence_spans(text))
+
+
+def test_the_best_window_by_meaning_alone_is_read_when_it_shares_no_word_with_the_query():
+    windows = [w + " The rivers near town carry weather." for w in NOISE]  # BM25 favours every window but 123
+    windows[123] = "The lighthouse keeper's daughter collects antique barometers."
+    query = "What old weather instruments does the girl from the coastal beacon gather? rivers town"
+
+    def meaning(texts: list[str]) -> np.ndarray:  # the fact (and the query) point one way, all else another
+        hits = [("barometers" in t or "instruments" in t) for t in texts]
+        return np.asarray([[1.0, 0.0] if h else [0.0, 1.0] for h in hits], dtype=np.float32)
+
+    choice = coarse.choose_windows(query, windows, [[w] for w in windows], [0] * len(windows), {0: 16}, meaning)
+    assert choice.scored[123]
