@@ -177,6 +177,22 @@ def run_signals(engine: Any, examples: dict[str, list[BenchExample]]) -> dict[st
     return out
 
 
+def off_and_auto(engine: Any, query: str, text: str, ratio: float) -> dict[str, Any]:
+    """One ``compress`` with ``coarse_filter="off"`` then one with ``"auto"``: seconds, windows read, the needle kept,
+    each call's timings, and the speed-up."""
+    row: dict[str, Any] = {}
+    for mode in ("off", "auto"):
+        started = time.perf_counter()
+        [r] = engine.compress(query, [text], target_ratio=ratio, coarse_filter=mode, show_progress=False)
+        row[f"{mode}_s"] = round(time.perf_counter() - started, 2)
+        row[f"{mode}_windows_scored"] = int(r.timings["windows_scored"])
+        row[f"{mode}_needle_kept"] = "special magic" in r.text
+        row["windows"] = int(r.timings["windows"])
+        row[f"{mode}_timings"] = {k: round(v, 2) for k, v in r.timings.items()}
+    row["speedup"] = round(row["off_s"] / row["auto_s"], 2)
+    return row
+
+
 def run_speed(lengths: list[int]) -> list[dict[str, Any]]:
     """One call per point on an engine without the prepared-text cache (each call tokenizes, as a first call does)."""
     from benchmarks.speed import speed_text
@@ -187,17 +203,7 @@ def run_speed(lengths: list[int]) -> list[dict[str, Any]]:
     for n in lengths:
         query, text = speed_text(n)
         for name, ratio in RATIOS.items():
-            row: dict[str, Any] = {"o200k_tokens": o200k()(text), "budget": name}
-            for mode in ("off", "auto"):
-                started = time.perf_counter()
-                [r] = engine.compress(query, [text], target_ratio=ratio, coarse_filter=mode, show_progress=False)
-                row[f"{mode}_s"] = round(time.perf_counter() - started, 2)
-                row[f"{mode}_windows_scored"] = int(r.timings["windows_scored"])
-                row[f"{mode}_needle_kept"] = "special magic" in r.text
-                row["windows"] = int(r.timings["windows"])
-                if mode == "auto":
-                    row["auto_timings"] = {k: round(v, 2) for k, v in r.timings.items()}
-            row["speedup"] = round(row["off_s"] / row["auto_s"], 2)
+            row = {"o200k_tokens": o200k()(text), "budget": name, **off_and_auto(engine, query, text, ratio)}
             rows.append(row)
             print("speed", row, flush=True)
     return rows
@@ -247,15 +253,8 @@ def run_tiny_decoder(lengths: list[int]) -> list[dict[str, Any]]:
     for n in lengths:
         query, text = speed_text(n)
         for name, ratio in RATIOS.items():
-            row: dict[str, Any] = {"o200k_tokens": n, "budget": name, "critic": "tiny decoder (random, 4 layers)"}
-            for mode in ("off", "auto"):
-                started = time.perf_counter()
-                [r] = engine.compress(query, [text], target_ratio=ratio, coarse_filter=mode, show_progress=False)
-                row[f"{mode}_s"] = round(time.perf_counter() - started, 2)
-                row[f"{mode}_windows_scored"] = int(r.timings["windows_scored"])
-                row["windows"] = int(r.timings["windows"])
-                row[f"{mode}_timings"] = {k: round(v, 2) for k, v in r.timings.items()}
-            row["speedup"] = round(row["off_s"] / row["auto_s"], 2)
+            critic = "tiny decoder (random, 4 layers)"
+            row = {"o200k_tokens": n, "budget": name, "critic": critic, **off_and_auto(engine, query, text, ratio)}
             rows.append(row)
             print("tiny-decoder", row, flush=True)
     return rows
@@ -274,13 +273,8 @@ def run_tiny_encoder(tokens: int) -> dict[str, Any]:
         save_tiny_encoder_critic(folder)
     engine = CPRSEngine.from_pretrained(str(folder), max_input_tokens=3 * tokens, cache_tokens=0)
     query, text = speed_text(tokens)
-    row: dict[str, Any] = {"o200k_tokens": tokens, "budget": "10x", "critic": "tiny encoder (random)"}
-    for mode in ("off", "auto"):
-        started = time.perf_counter()
-        [r] = engine.compress(query, [text], target_ratio=0.1, coarse_filter=mode, show_progress=False)
-        row[f"{mode}_s"] = round(time.perf_counter() - started, 1)
-        row[f"{mode}_timings"] = {k: round(v, 2) for k, v in r.timings.items()}
-    row["speedup"] = round(row["off_s"] / row["auto_s"], 2)
+    critic = "tiny encoder (random)"
+    row = {"o200k_tokens": tokens, "budget": "10x", "critic": critic, **off_and_auto(engine, query, text, 0.1)}
     print("tiny-encoder", row, flush=True)
     return row
 

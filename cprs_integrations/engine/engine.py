@@ -103,7 +103,7 @@ class CPRSEngine:
         cache_tokens: int = DEFAULT_CACHE_TOKENS,
     ):
         self.critic = critic
-        self.window_tokens = _positive_int(
+        self.window_tokens = _integer(
             "window_tokens", critic.default_window_tokens if window_tokens is None else window_tokens
         )
         if self.window_tokens > critic.max_sequence_tokens:
@@ -112,22 +112,20 @@ class CPRSEngine:
             )
         if self.window_tokens < 16:
             raise ValueError(f"window_tokens must be >= 16 (prefix plus content), got {self.window_tokens}")
-        self.batch_size = _positive_int("batch_size", critic.default_batch_size if batch_size is None else batch_size)
-        self.max_input_tokens = _positive_int("max_input_tokens", max_input_tokens)
+        self.batch_size = _integer("batch_size", critic.default_batch_size if batch_size is None else batch_size)
+        self.max_input_tokens = _integer("max_input_tokens", max_input_tokens)
         self._workers = [critic, *replicas]
         self._max_token_chars: int | None = None
         self._coarse_embedder = coarse_embedder
         self._cached_embedder: EmbeddingCache | None = None
-        self._cache = PreparedCache(_non_negative_int("cache_tokens", cache_tokens))
+        self._cache = PreparedCache(_integer("cache_tokens", cache_tokens, minimum=0))
         self._warned_unknown = False
         self.scheduler = BatchScheduler(
             self._workers,
             batch_size=self.batch_size,
-            max_batch_tokens=None if max_batch_tokens is None else _positive_int("max_batch_tokens", max_batch_tokens),
+            max_batch_tokens=None if max_batch_tokens is None else _integer("max_batch_tokens", max_batch_tokens),
             max_wait_ms=max_wait_ms,
-            max_queue_windows=(
-                None if max_queue_windows is None else _positive_int("max_queue_windows", max_queue_windows)
-            ),
+            max_queue_windows=(None if max_queue_windows is None else _integer("max_queue_windows", max_queue_windows)),
         )
 
     # ------------------------------------------------------------------------------------------- construction
@@ -610,15 +608,11 @@ def _share(options: CompressionOptions, plan: _Plan, group: int) -> float:
     return 1.0 if total <= 0 else min(1.0, options.budgets(counts)[group] / total)
 
 
-def _non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _integer(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer (numpy's included) of at least ``minimum`` (1 or 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
     return int(value)
 
 

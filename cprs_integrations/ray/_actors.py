@@ -32,9 +32,14 @@ def torch_threads_for(torch_threads: int | None, num_cpus: float | None) -> int:
         ValueError: not a positive integer.
     """
     threads = torch_threads if torch_threads is not None else max(1, math.ceil(num_cpus or 1))
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"torch_threads must be a positive integer, got {threads!r}")
-    return threads
+    return positive_int("torch_threads", threads)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` if it is a Python ``int`` of at least 1, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def runtime_env_for(runtime_env: Mapping[str, Any] | None) -> dict[str, Any]:

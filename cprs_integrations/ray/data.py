@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cprs_integrations.engine.inputs import check_query
-from cprs_integrations.ray._actors import engine_kwargs_for, runtime_env_for, torch_threads_for
+from cprs_integrations.ray._actors import engine_kwargs_for, positive_int, runtime_env_for, torch_threads_for
 from cprs_integrations.ray._deps import missing
 from cprs_integrations.ray.batch import CompressBatch, OutputColumns, row_options
 
@@ -94,7 +94,7 @@ def compress_dataset(
     if query is not None:
         check_query(query)
     row_options(options)  # checked here, before any actor starts
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     if not num_gpus >= 0 or not num_cpus >= 0:
         raise ValueError(f"num_gpus and num_cpus must be >= 0, got {num_gpus!r} and {num_cpus!r}")
     _check_schema(ds, columns, [text_column] if query is not None else [query_column, text_column])
@@ -126,11 +126,11 @@ def _pool(concurrency: int | tuple[int, int]) -> ray.data.ActorPoolStrategy:
     if isinstance(concurrency, tuple):
         if len(concurrency) != 2:
             raise ValueError(f"concurrency must be a number of actors or (min, max), got {concurrency!r}")
-        low, high = (_positive_int("concurrency", c) for c in concurrency)
+        low, high = (positive_int("concurrency", c) for c in concurrency)
         if low > high:
             raise ValueError(f"concurrency (min, max) needs min <= max, got {concurrency!r}")
         return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
-    return ray.data.ActorPoolStrategy(size=_positive_int("concurrency", concurrency))
+    return ray.data.ActorPoolStrategy(size=positive_int("concurrency", concurrency))
 
 
 def _check_schema(ds: ray.data.Dataset, columns: OutputColumns, needed: list[str]) -> None:
@@ -144,9 +144,3 @@ def _check_schema(ds: ray.data.Dataset, columns: OutputColumns, needed: list[str
     absent = [name for name in needed if name not in names]
     if absent:
         raise ValueError(f"the dataset has no column(s) {absent}; its columns are {names}")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value

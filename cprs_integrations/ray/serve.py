@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cprs_integrations.ray._actors import engine_kwargs_for, runtime_env_for, torch_threads_for
+from cprs_integrations.ray._actors import engine_kwargs_for, positive_int, runtime_env_for, torch_threads_for
 from cprs_integrations.ray._deps import missing
 
 try:
@@ -205,8 +205,7 @@ def build_app(
         ...                 autoscaling_config={"min_replicas": 1, "max_replicas": 8})  # doctest: +SKIP
         >>> serve.run(app, route_prefix="/")  # doctest: +SKIP
     """
-    if isinstance(max_ongoing_requests, bool) or not isinstance(max_ongoing_requests, int) or max_ongoing_requests < 1:
-        raise ValueError(f"max_ongoing_requests must be a positive integer, got {max_ongoing_requests!r}")
+    positive_int("max_ongoing_requests", max_ongoing_requests)
     extra = dict(options or {})
     repeated = sorted(_OWN_OPTIONS & set(extra))
     if repeated:
