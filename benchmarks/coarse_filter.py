@@ -94,23 +94,27 @@ def _full_tasks() -> dict[str, Callable[[], list[BenchExample]]]:
     }
 
 
-def budgets_for(task: str) -> dict[str, dict[str, Any]]:
+def budgets_for(task: str, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The budgets of a task by name (``10x``, ``50x``, and ``256 tokens`` for HotpotQA); ``only``: these names."""
     budgets: dict[str, dict[str, Any]] = {name: {"target_ratio": r} for name, r in RATIOS.items()}
     if task == "hotpot_hidden":
         budgets["256 tokens"] = {"target_tokens": 256}
-    return budgets
+    return {name: b for name, b in budgets.items() if only is None or name in only}
 
 
-def run_quality(engine: Any, examples: dict[str, list[BenchExample]]) -> dict[str, Any]:
+def run_quality(
+    engine: Any, examples: dict[str, list[BenchExample]], only_budgets: list[str] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for task, items in examples.items():
+        budgets = budgets_for(task, only_budgets)
         rows = []
         for ex in items:
             row: dict[str, Any] = {"id": ex.id, "tokens": ex.meta.get("tokens", ex.meta.get("length"))}
             started = time.perf_counter()
             scored = engine.score(ex.query, [ex.text], coarse_filter="off", show_progress=False)
             row["off_score_s"] = time.perf_counter() - started
-            for name, budget in budgets_for(task).items():
+            for name, budget in budgets.items():
                 [off] = engine.select(scored, **budget)
                 started = time.perf_counter()
                 [auto] = engine.compress(ex.query, [ex.text], **budget, show_progress=False)
@@ -122,13 +126,13 @@ def run_quality(engine: Any, examples: dict[str, list[BenchExample]]) -> dict[st
             print(task, row, flush=True)
         summary = {
             f"{method} {name}": round(float(np.mean([r[f"{method} {name}"] for r in rows])), 4)
-            for name in budgets_for(task)
+            for name in budgets
             for method in ("off", "auto")
         }
         lost = [
             {"id": r["id"], "budget": name, "off": r[f"off {name}"], "auto": r[f"auto {name}"]}
             for r in rows
-            for name in budgets_for(task)
+            for name in budgets
             if r[f"auto {name}"] < r[f"off {name}"]
         ]
         out[task] = {"n": len(rows), "summary": summary, "lost_by_auto": lost, "rows": rows}
@@ -284,6 +288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--tasks", nargs="+", default=None, help="signals / quality: only these tasks")
     parser.add_argument("--limit", type=int, default=None, help="signals / quality: first N examples of each task")
+    parser.add_argument("--budgets", nargs="+", default=None, help="quality: only these budgets (e.g. '256 tokens')")
     parser.add_argument("--quick", action="store_true", help="small sizes (32K tokens), a few minutes")
     parser.add_argument("--speed-lengths", nargs="+", type=int, default=None, help="o200k tokens per speed point")
     parser.add_argument("--decoder-lengths", nargs="+", type=int, default=None, help="tiny decoder points")
@@ -302,7 +307,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"run": run_info(threads), "quick": args.quick}
     sections: dict[str, Callable[[], Any]] = {
         "signals": lambda: run_signals(engine, quality_examples(args.quick, args.tasks, args.limit)),
-        "quality": lambda: run_quality(engine, quality_examples(args.quick, args.tasks, args.limit)),
+        "quality": lambda: run_quality(
+            engine, quality_examples(args.quick, args.tasks, args.limit), args.budgets
+        ),
         "speed": lambda: run_speed(args.speed_lengths or ([32768] if args.quick else [131072, 1048576])),
         "retriever": lambda: run_retriever(engine, 65536 if args.quick else 1048576, 64 if args.quick else 1000),
         "decoder": lambda: run_tiny_decoder(args.decoder_lengths or ([65536] if args.quick else [131072, 1048576])),

@@ -19,6 +19,7 @@ __all__ = [
     "LANGUAGES",
     "Granularity",
     "check_granularity",
+    "hop_query",
     "instruction_for",
 ]
 
@@ -109,3 +110,20 @@ def instruction_for(granularity: str, language: str = "en", critic_kind: str = "
     if critic_kind == "decoder" and language == "en":
         return DECODER_INSTRUCTIONS[granularity]
     return INSTRUCTIONS[language][granularity][0]
+
+
+#: Joins the query and the evidence of a first pass in a second-hop (multi-hop) query; training and inference share it.
+HOP_SEPARATOR = " Known facts: "
+
+
+def hop_query(query: str, evidence: list[str]) -> str:
+    """The query of a second (multi-hop) critic pass: the user's query followed by the best units of the first pass,
+    so that a fact found in one window can pull in the fact it refers to in another.
+
+    Examples:
+        >>> hop_query("Who wrote it?", ["It is Dune.", "Dune is a novel."])
+        'Who wrote it? Known facts: It is Dune. Dune is a novel.'
+    """
+    if not evidence:
+        return query
+    return query + HOP_SEPARATOR + " ".join(" ".join(e.split()) for e in evidence)

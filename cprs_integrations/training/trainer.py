@@ -25,6 +25,7 @@ from cprs_integrations.engine.selection import token_unit_index
 from cprs_integrations.engine.windows import boundary_token_starts, cut_windows, tokenize_with_offsets
 from cprs_integrations.models.base import ID2LABEL, LABEL2ID, TAG_B, TAG_E, TAG_I, TAG_O
 from cprs_integrations.training.data import Example, hotpot_example, hotpot_records
+from cprs_integrations.training.hard_tasks import hard_examples, hotpot_hop_example
 from cprs_integrations.training.synthetic import synthetic_examples
 
 #: Model inputs of a collated batch (``token_type_ids`` only for models that take it).
@@ -52,8 +53,11 @@ class TrainConfig:
     pos_weight: float = 15.0
     token_loss_weight: float = 0.5
     tag_loss_weight: float = 0.2
+    list_loss_weight: float = 0.0  # listwise loss: softmax over each window's units, the kept ones as targets
     granularity_mix: dict[str, float] = field(default_factory=lambda: {"sentence": 0.6, "paragraph": 0.2, "token": 0.2})
     synthetic_per_epoch: int = 1600
+    hard_per_epoch: int = 0  # paraphrased facts with distractors and decoy chains (training/hard_tasks.py)
+    hop_share: float = 0.0  # share of HotpotQA sentence-level questions given as second-hop examples
     hotpot_limit: int | None = None  # at most this many HotpotQA training questions per epoch (tests, dry runs)
     data: str | None = None  # the user's JSON-lines file (training/user_data.py): train on it instead of HotpotQA
     data_sha256: str | None = None  # sha256 of ``data`` when the run started; a changed file is refused
@@ -157,8 +161,17 @@ def epoch_examples(config: TrainConfig, epoch: int) -> list[Example]:
     names = list(config.granularity_mix)
     weights = [config.granularity_mix[n] for n in names]
     records = hotpot_records("train")[: config.hotpot_limit]
-    examples = [hotpot_example(r, rng.choices(names, weights)[0], rng) for r in records]
+    examples = []
+    for record in records:
+        granularity = rng.choices(names, weights)[0]
+        # a draw only when hop examples are on, so that older recipes keep their exact data
+        if config.hop_share and granularity == "sentence" and rng.random() < config.hop_share:
+            examples.append(hotpot_hop_example(record, rng))
+        else:
+            examples.append(hotpot_example(record, granularity, rng))
     examples += synthetic_examples(rng, config.synthetic_per_epoch)
+    if config.hard_per_epoch:
+        examples += hard_examples(rng, config.hard_per_epoch)
     return examples
 
 
@@ -208,7 +221,7 @@ def collate(records: list[WindowRecord], pad_id: int, token_types: bool = True) 
     ids = np.full((n, longest), pad_id, dtype=np.int64)
     mask = np.zeros((n, longest), dtype=np.int64)
     types = np.zeros((n, longest), dtype=np.int64)
-    rows, cols, tags, unit_ids, labels = [], [], [], [], []
+    rows, cols, tags, unit_ids, labels, unit_rows = [], [], [], [], [], []
     unit_offset = 0
     for r, rec in enumerate(records):
         seq = [*rec.head, *rec.ids.tolist(), *rec.tail]
@@ -221,6 +234,7 @@ def collate(records: list[WindowRecord], pad_id: int, token_types: bool = True) 
         tags.append(rec.tags)
         unit_ids.append(np.where(rec.unit_of_token >= 0, rec.unit_of_token + unit_offset, -1))
         labels.append(rec.unit_labels)
+        unit_rows.append(np.full(len(rec.unit_labels), r))
         unit_offset += len(rec.unit_labels)
     inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
     if token_types:
@@ -232,11 +246,13 @@ def collate(records: list[WindowRecord], pad_id: int, token_types: bool = True) 
         "tags": torch.from_numpy(np.concatenate(tags)),
         "unit_ids": torch.from_numpy(np.concatenate(unit_ids)),
         "unit_labels": torch.from_numpy(np.concatenate(labels)),
+        "unit_rows": torch.from_numpy(np.concatenate(unit_rows).astype(np.int64)),
     }
 
 
 def critic_loss(logits: Any, batch: dict[str, Any], config: TrainConfig) -> tuple[Any, dict[str, float]]:
-    """Unit BCE + token keep BCE + B/I/E cross-entropy, from the content-token logits."""
+    """Unit BCE + token keep BCE + B/I/E cross-entropy (+ the listwise loss when ``list_loss_weight`` > 0), from the
+    content-token logits."""
     import torch
     import torch.nn.functional as F
 
@@ -254,12 +270,40 @@ def critic_loss(logits: Any, batch: dict[str, Any], config: TrainConfig) -> tupl
         has = counts > 0
         unit_logit = sums[has] / counts[has]
         unit_loss = F.binary_cross_entropy_with_logits(unit_logit, batch["unit_labels"][has])
+        list_loss = listwise_loss(unit_logit, batch["unit_labels"][has], batch["unit_rows"][has])
     else:
-        unit_loss = keep_logit.sum() * 0.0
+        unit_loss = list_loss = keep_logit.sum() * 0.0
     kept = tags != TAG_O
     tag_loss = F.cross_entropy(token_logits[kept], tags[kept]) if bool(kept.any()) else keep_logit.sum() * 0.0
     loss = unit_loss + config.token_loss_weight * token_loss + config.tag_loss_weight * tag_loss
-    return loss, {"unit": unit_loss.item(), "token": token_loss.item(), "tag": tag_loss.item()}
+    parts = {"unit": unit_loss.item(), "token": token_loss.item(), "tag": tag_loss.item()}
+    if config.list_loss_weight:
+        loss = loss + config.list_loss_weight * list_loss
+        parts["list"] = list_loss.item()
+    return loss, parts
+
+
+def listwise_loss(unit_logit: Any, labels: Any, rows: Any) -> Any:
+    """ListNet-style cross-entropy per window: softmax over the window's unit logits against the kept units spread
+    evenly (Cao et al. 2007, "Learning to Rank: From Pairwise Approach to Listwise Approach"), averaged over windows
+    with a kept and a dropped unit; it rewards ranking the right unit first, which a tight budget needs.
+
+    Args:
+        unit_logit: ``(U,)`` mean keep log-odds of each unit.
+        labels: ``(U,)`` 1.0 for kept units.
+        rows: ``(U,)`` window index of each unit.
+    """
+    import torch
+
+    losses = []
+    for row in torch.unique(rows).tolist():
+        members = rows == row
+        target = labels[members]
+        if not (bool((target > 0.5).any()) and bool((target < 0.5).any())):
+            continue
+        log_p = torch.log_softmax(unit_logit[members], dim=0)
+        losses.append(-(log_p * target).sum() / target.sum())
+    return torch.stack(losses).mean() if losses else unit_logit.sum() * 0.0
 
 
 def new_critic_model(config: TrainConfig) -> tuple[Any, Any]:
@@ -411,17 +455,16 @@ def train(
             if step % config.log_every == 0:
                 rate = tokens_seen / max(1e-9, time.time() - window_started)
                 recent = history[-config.log_every :]
-                mean = {k: sum(h[k] for h in recent) / len(recent) for k in ("loss", "unit", "token", "tag")}
+                mean = {k: sum(h[k] for h in recent) / len(recent) for k in recent[-1] if k != "step"}
                 eta = (config.max_steps - step) * (time.time() - window_started) / max(1, config.log_every) / 60
+                parts_text = " ".join(f"{k} {v:.4f}" for k, v in mean.items() if k != "loss")
                 logger.info(
-                    "step %d/%d epoch %d loss %.4f (unit %.4f token %.4f tag %.4f) %.0f tok/s eta %.0f min",
+                    "step %d/%d epoch %d loss %.4f (%s) %.0f tok/s eta %.0f min",
                     step,
                     config.max_steps,
                     epoch,
                     mean["loss"],
-                    mean["unit"],
-                    mean["token"],
-                    mean["tag"],
+                    parts_text,
                     rate,
                     eta,
                 )
