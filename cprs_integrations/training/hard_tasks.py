@@ -51,7 +51,7 @@ RELATIONS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] 
     ),
     (
         ("{p}'s favourite instrument is the {v}.", "{p} loves playing the {v}.", "{p} plays the {v} every evening."),
-        ("Which musical instrument does {p} prefer?", "What does {p} like to play?", "What music maker is {p} fond of?"),
+        ("Which musical instrument does {p} prefer?", "What does {p} like to play?", "What does {p} enjoy playing?"),
         ("cello", "oboe", "banjo", "harp", "trombone", "viola", "clarinet", "accordion", "bassoon"),
     ),
     (
