@@ -186,8 +186,10 @@ def decoy_chain_example(
         rng: Randomness.
         haystack: Filler text (long enough that the links fall in different windows).
         num_hops: Assignments after the first, per chain.
-        evidence_links: With ``k > 0``, a second-hop example: the query carries what a first pass would have found,
-            the first ``k`` links of the true chain and the first link of the decoy chain (shuffled).
+        evidence_links: With ``k > 0``, a second-hop example: the query carries what an earlier pass would have
+            found: the true chain's first statement (it holds the asked value), ``k - 1`` other true links and up to
+            two links of the decoy chain, shuffled; the label stays the whole true chain, so the critic learns to
+            follow the names that lead back to the asked value.
         depths: Insertion depths in [0, 1] of the ``2 * (num_hops + 1)`` statements (true chain first), else random.
     """
     names = _names(rng, 2 * (num_hops + 1))
@@ -207,7 +209,8 @@ def decoy_chain_example(
     query = f"Find all variables that are assigned the value {value} in the text above."
     evidence: list[str] = []
     if evidence_links:
-        evidence = chains[0][:evidence_links] + chains[1][:1]
+        evidence = [chains[0][0], *rng.sample(chains[0][1:], min(num_hops, evidence_links - 1))]
+        evidence += rng.sample(chains[1], rng.randint(0, min(2, len(chains[1]))))
         rng.shuffle(evidence)
         query = hop_query(query, evidence)
     return Example(
@@ -259,7 +262,7 @@ def hard_examples(rng: random.Random, count: int, split: str = "train") -> list[
         if rng.random() < 0.5:
             examples.append(paraphrase_example(rng, essay_haystack(rng, rng.randint(1000, 6000)), split))
         else:
-            links = rng.choice((1, 2, 3)) if rng.random() < 0.5 else 0
+            links = rng.choice((1, 2, 3, 4)) if rng.random() < 0.5 else 0
             haystack = essay_haystack(rng, rng.randint(3000, 12000))
             examples.append(decoy_chain_example(rng, haystack, evidence_links=links))
     return examples
