@@ -307,9 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"run": run_info(threads), "quick": args.quick}
     sections: dict[str, Callable[[], Any]] = {
         "signals": lambda: run_signals(engine, quality_examples(args.quick, args.tasks, args.limit)),
-        "quality": lambda: run_quality(
-            engine, quality_examples(args.quick, args.tasks, args.limit), args.budgets
-        ),
+        "quality": lambda: run_quality(engine, quality_examples(args.quick, args.tasks, args.limit), args.budgets),
         "speed": lambda: run_speed(args.speed_lengths or ([32768] if args.quick else [131072, 1048576])),
         "retriever": lambda: run_retriever(engine, 65536 if args.quick else 1048576, 64 if args.quick else 1000),
         "decoder": lambda: run_tiny_decoder(args.decoder_lengths or ([65536] if args.quick else [131072, 1048576])),

@@ -41,6 +41,7 @@ OPTION_FLAGS: dict[str, tuple[str, Any]] = {
     "--separator": ("separator", str),
     "--lexical-weight": ("lexical_weight", float),
     "--coarse-filter": ("coarse_filter", str),
+    "--hops": ("hops", int),
 }
 
 

@@ -19,6 +19,7 @@ from cprs_integrations.engine import coarse
 from cprs_integrations.engine.budget import resolve_token_counter
 from cprs_integrations.engine.coarse import Embed, choose_windows, windows_to_keep
 from cprs_integrations.engine.inputs import check_query, check_texts
+from cprs_integrations.engine.multi_hop import candidate_windows, evidence_of
 from cprs_integrations.engine.options import DEFAULT_TARGET_RATIO, CompressionOptions
 from cprs_integrations.engine.prepared import (
     DEFAULT_CACHE_SENTENCES,
@@ -28,7 +29,7 @@ from cprs_integrations.engine.prepared import (
     PreparedText,
     prepare,
 )
-from cprs_integrations.engine.prompts import instruction_for
+from cprs_integrations.engine.prompts import hop_query, instruction_for
 from cprs_integrations.engine.result import CompressionResult, TokenScores
 from cprs_integrations.engine.scheduler import DEFAULT_MAX_WAIT_MS, BatchScheduler
 from cprs_integrations.engine.select import select as select_results
@@ -287,6 +288,7 @@ class CPRSEngine:
         query, texts, options = _checked(query, texts, options, overrides)
         plan = self._plan(query, texts, options)
         probs = _wait(self._submit(plan, show_progress), timeout)
+        probs = self._more_hops(plan, probs, options, timeout)
         return self._finish(plan, probs, options, started)
 
     def select(
@@ -322,6 +324,7 @@ class CPRSEngine:
         query, texts, options = _checked(query, texts, options, overrides)
         plan = await asyncio.to_thread(self._plan, query, texts, options)
         probs = await _await_handle(self._submit(plan, show_progress), timeout)
+        probs = await self._amore_hops(plan, probs, options, timeout)
         return await asyncio.to_thread(self._finish, plan, probs, options, started)
 
     async def ascore(
@@ -338,7 +341,7 @@ class CPRSEngine:
         query, texts, options = _checked(query, texts, options, overrides)
         plan = await asyncio.to_thread(self._plan, query, texts, options)
         probs = await _await_handle(self._submit(plan, show_progress), timeout)
-        return plan.gather(probs)
+        return plan.gather(await self._amore_hops(plan, probs, options, timeout))
 
     def close(self) -> None:
         """Stop the engine's worker threads and fail its queued calls; a later call starts them again. An engine
@@ -377,7 +380,8 @@ class CPRSEngine:
         """
         query, texts, options = _checked(query, texts, options, overrides)
         plan = self._plan(query, texts, options)
-        return plan.gather(_wait(self._submit(plan, show_progress), timeout))
+        probs = _wait(self._submit(plan, show_progress), timeout)
+        return plan.gather(self._more_hops(plan, probs, options, timeout))
 
     # ------------------------------------------------------------------------------------------------- scoring
 
@@ -524,6 +528,63 @@ class CPRSEngine:
             handle.add_done_callback(progress.close)
         return handle
 
+    # ---------------------------------------------------------------------------------------------- multi-hop
+
+    def _more_hops(
+        self, plan: _Plan, probs: list[np.ndarray], options: CompressionOptions, timeout: float | None
+    ) -> list[np.ndarray]:
+        """The probabilities after the call's further passes (``options.hops``; rules in :mod:`engine.multi_hop`)."""
+        state = _Hops(plan, probs)
+        while (rows := self._next_hop(state, options)) is not None:
+            state.apply(_wait(self.scheduler.submit(rows), timeout))
+        return state.finish()
+
+    async def _amore_hops(
+        self, plan: _Plan, probs: list[np.ndarray], options: CompressionOptions, timeout: float | None
+    ) -> list[np.ndarray]:
+        """:meth:`_more_hops` without blocking the event loop (each pass's windows wait in the shared queue)."""
+        state = _Hops(plan, probs)
+        while (rows := await asyncio.to_thread(self._next_hop, state, options)) is not None:
+            state.apply(await _await_handle(self.scheduler.submit(rows), timeout))
+        return state.finish()
+
+    def _next_hop(self, state: _Hops, options: CompressionOptions) -> list[tuple[PromptLayout, np.ndarray]] | None:
+        """The rows of the next pass (evidence in the prefix, candidate windows), or ``None`` when done."""
+        plan = state.plan
+        if options.mode != "budget" or state.passes >= options.hops:
+            return None
+        started = time.perf_counter()
+        if plan.original_tokens is None:
+            plan.original_tokens = _original_tokens(plan.texts, plan.prepared, options.token_counter)
+        results = select_results(state.scores(), options, original_tokens=plan.original_tokens)
+        evidence = evidence_of(results)
+        if not evidence or evidence == state.evidence:
+            return None
+        offsets = [t.offsets for t in plan.tokenized]
+        candidates = candidate_windows(plan.windows, offsets, results, plan.query, evidence)
+        if not candidates:
+            return None
+        query = hop_query(plan.query, evidence)
+        layout = self.critic.prompt_layout(
+            _instruction(options, self.critic.kind), query, max_prefix_tokens=self.window_tokens // 2
+        )
+        pieces = []  # the candidates, cut again where the longer prefix leaves less room
+        for w in candidates:
+            i, start, end = plan.windows[w]
+            prepared = plan.prepared[i]
+            cuts = cut_windows(
+                end - start,
+                self.window_tokens - layout.overhead,
+                _within(prepared.paragraph_starts, start, end),
+                _within(prepared.sentence_starts, start, end),
+            )
+            pieces.extend((w, start + a, start + b) for a, b in cuts.tolist())
+        state.begin(evidence, pieces)
+        plan.timings["hops"] = float(state.passes)
+        plan.timings["windows_rescored"] = plan.timings.get("windows_rescored", 0.0) + len(candidates)
+        plan.timings["hop_s"] = plan.timings.get("hop_s", 0.0) + time.perf_counter() - started
+        return [(layout, plan.tokenized[plan.windows[w][0]].ids[s:e]) for w, s, e in pieces]
+
     def _finish(
         self, plan: _Plan, probs: list[np.ndarray], options: CompressionOptions, started: float
     ) -> list[CompressionResult]:
@@ -608,6 +669,12 @@ def _share(options: CompressionOptions, plan: _Plan, group: int) -> float:
     return 1.0 if total <= 0 else min(1.0, options.budgets(counts)[group] / total)
 
 
+def _within(starts: np.ndarray, start: int, end: int) -> np.ndarray:
+    """The points of a sorted array inside ``[start, end)``, shifted to start at 0."""
+    lo, hi = np.searchsorted(starts, [start, end], side="left")
+    return starts[lo:hi] - start
+
+
 def _integer(name: str, value: Any, minimum: int = 1) -> int:
     """``value`` as an ``int`` if it is an integer (numpy's included) of at least ``minimum`` (1 or 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -652,14 +719,21 @@ class _Plan:
             per_window.append([text[int(a) : int(b)] for a, b in spans[lo:hi]])
         return texts, per_window
 
+    def scored_indices(self) -> list[int]:
+        """Indices of the windows the critic scores, in order."""
+        return list(range(len(self.windows))) if self.scored is None else np.flatnonzero(self.scored).tolist()
+
     def gather(self, probs: list[np.ndarray]) -> list[TokenScores]:
-        """Window probabilities back into one array per text (windows are consecutive per text); the tokens of
-        windows the coarse filter skipped get NaN rows."""
+        """Window probabilities (one array per scored window, in order) back into one array per text (windows
+        are consecutive per text); the tokens of windows the coarse filter skipped get NaN rows."""
+        return self.gather_windows(dict(zip(self.scored_indices(), probs)))
+
+    def gather_windows(self, by_window: dict[int, np.ndarray]) -> list[TokenScores]:
+        """:meth:`gather` from probabilities by window index; windows absent from it get NaN rows."""
         per_text: list[list[np.ndarray]] = [[] for _ in self.texts]
-        scored = iter(probs)
-        flags = [True] * len(self.windows) if self.scored is None else self.scored.tolist()
-        for (text_index, start, end), was_scored in zip(self.windows, flags):
-            per_text[text_index].append(next(scored) if was_scored else np.full((end - start, 4), np.nan, np.float32))
+        for w, (text_index, start, end) in enumerate(self.windows):
+            found = by_window.get(w)
+            per_text[text_index].append(found if found is not None else np.full((end - start, 4), np.nan, np.float32))
         return [
             TokenScores(
                 text=text,
@@ -677,3 +751,37 @@ def _progress(total: int, show: bool | None) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="cprs: scoring windows", unit="window")
+
+
+class _Hops:
+    """The state of a call's multi-hop passes: the probabilities of each window read so far (a later pass replaces
+    an earlier one's), the last evidence and the pieces of the pass in flight."""
+
+    def __init__(self, plan: _Plan, probs: list[np.ndarray]):
+        self.plan = plan
+        self.by_window = dict(zip(plan.scored_indices(), probs))
+        self.passes = 1
+        self.evidence: list[str] = []
+        self._pieces: list[tuple[int, int, int]] = []
+
+    def scores(self) -> list[TokenScores]:
+        return self.plan.gather_windows(self.by_window)
+
+    def begin(self, evidence: list[str], pieces: list[tuple[int, int, int]]) -> None:
+        self.evidence, self._pieces = evidence, pieces
+        self.passes += 1
+
+    def apply(self, probs: list[np.ndarray]) -> None:
+        """Put a pass's probabilities (one per piece, pieces of a window consecutive) in place of the old ones."""
+        parts: dict[int, list[np.ndarray]] = {}
+        for (w, _, _), p in zip(self._pieces, probs):
+            parts.setdefault(w, []).append(p)
+        self.by_window.update({w: np.concatenate(p) for w, p in parts.items()})
+
+    def finish(self) -> list[np.ndarray]:
+        """The probabilities of every window read, in order; the plan now marks those windows scored."""
+        read = sorted(self.by_window)
+        if len(read) < len(self.plan.windows):
+            self.plan.scored = np.zeros(len(self.plan.windows), dtype=bool)
+            self.plan.scored[read] = True
+        return [self.by_window[w] for w in read]

@@ -36,6 +36,8 @@ from pydantic.fields import FieldInfo
 DEFAULT_TARGET_RATIO = 0.2
 #: Default weight of BM25 next to the critic (chosen on the HotpotQA dev split; see ``engine/lexical.py``).
 DEFAULT_LEXICAL_WEIGHT = 0.5
+#: Most critic passes one call may ask for (``hops``; see ``engine/multi_hop.py``).
+MAX_HOPS = 4
 Granularity = Literal["token", "sentence", "paragraph", "chunk"]
 Mode = Literal["budget", "tags"]
 Language = Literal["en", "zh"]
@@ -126,6 +128,16 @@ class CompressionOptions(BaseModel):
         "matches, chased references) and the critic scores only the best, a multiple of what the budget can fill "
         "(from 32K critic tokens on; see engine/coarse.py); off: the critic scores every window.",
     )
+    hops: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_HOPS,
+        description=f"Budget mode: critic passes. 1 reads the query alone; each further pass (multi-hop, at most "
+        f"{MAX_HOPS}) "
+        "puts the best units found so far next to the query and rescores only the windows holding kept units or a "
+        "key term of those units, so a fact can pull in the fact it refers to in another window (see "
+        "engine/multi_hop.py).",
+    )
     chunk_tokens: int = Field(default=128, ge=1, description="Size of chunk units, in critic tokens.")
     min_span_tokens: int = Field(
         default=4, ge=0, description="Tags mode: drop spans of at most this many tokens (official default 4)."
@@ -142,13 +154,14 @@ class CompressionOptions(BaseModel):
         "chunk_tokens",
         "min_span_tokens",
         "gap_fill_tokens",
+        "hops",
         mode="before",
     )
     @classmethod
     def _plain_number(cls, value: Any, info: Any) -> Any:
         if value is None:
             return value
-        integral = info.field_name in ("target_tokens", "chunk_tokens", "min_span_tokens", "gap_fill_tokens")
+        integral = info.field_name in ("target_tokens", "chunk_tokens", "min_span_tokens", "gap_fill_tokens", "hops")
         allowed = (int, np.integer) if integral else (int, float, np.integer, np.floating)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, allowed):
             kind = "an integer" if integral else "a number"
@@ -193,10 +206,11 @@ class CompressionOptions(BaseModel):
                     f"target_ratio={self.target_ratio!r}, target_tokens={self.target_tokens!r}: drop them or use "
                     "mode='budget'"
                 )
-            if self.score_threshold is not None or self.per_text_budget:
+            if self.score_threshold is not None or self.per_text_budget or self.hops > 1:
                 raise ValueError(
-                    "score_threshold and per_text_budget apply to mode='budget'; mode='tags' keeps what the critic "
-                    f"tags (got score_threshold={self.score_threshold!r}, per_text_budget={self.per_text_budget!r})"
+                    "score_threshold, per_text_budget and hops apply to mode='budget'; mode='tags' keeps what the "
+                    f"critic tags (got score_threshold={self.score_threshold!r}, per_text_budget="
+                    f"{self.per_text_budget!r}, hops={self.hops!r})"
                 )
         elif self.target_ratio is not None and self.target_tokens is not None:
             raise ValueError(
@@ -324,6 +338,7 @@ DOCUMENT_ADAPTER_FIELDS = (
     "separator",
     "lexical_weight",
     "coarse_filter",
+    "hops",
 )
 #: What a memory adapter exposes: its budget is a token limit of its own (``max_tokens``), always budget mode.
 MEMORY_ADAPTER_FIELDS = (
@@ -335,6 +350,7 @@ MEMORY_ADAPTER_FIELDS = (
     "separator",
     "lexical_weight",
     "coarse_filter",
+    "hops",
 )
 
 

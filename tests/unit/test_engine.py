@@ -263,7 +263,7 @@ def test_renamed_names_still_work_for_one_release_with_a_warning():
 
 
 def test_tags_mode_refuses_budget_only_options(fake_engine):
-    with pytest.raises(ValueError, match="score_threshold and per_text_budget apply to mode='budget'"):
+    with pytest.raises(ValueError, match="score_threshold, per_text_budget and hops apply to mode='budget'"):
         fake_engine.compress("zebra", [DOC], mode="tags", score_threshold=0.5)
     options = CompressionOptions(target_tokens=100)
     assert options.merged(mode="budget").target_tokens == 100  # the same mode keeps the budget

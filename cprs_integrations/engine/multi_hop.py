@@ -1,0 +1,117 @@
+"""Multi-hop selection: further critic passes whose prefix carries the query plus the best units found so far.
+
+The critic reads one window at a time, so a fact that only refers to another (the second hop of a bridge question,
+the next link of a variable chain: ``VAR B = VAR A`` says nothing about the value asked) looks like any other
+sentence. With ``hops=h`` (``CompressionOptions.hops``, budget mode), after the first pass the engine repeats up to
+``h - 1`` times:
+
+1. **Evidence.** Select under the call's budget with the scores so far; the kept spans the critic would keep on its
+   own (keep score of at least :data:`EVIDENCE_MIN_SCORE`; else the best one alone), best first, at most
+   :data:`EVIDENCE_SPANS` and :data:`EVIDENCE_CHARS` characters in all, join the query:
+   :func:`~cprs_integrations.engine.prompts.hop_query` (the critic was trained with this form: ``training/hard_tasks``).
+2. **Candidates.** Only windows that hold a kept span, plus windows holding a key term of the evidence that the
+   query lacks (an identifier or number found in at most :data:`CHASE_WINDOWS` windows: the next link of a chain,
+   even in a window the coarse filter skipped), are scored again; the rest keep their scores.
+3. **Rescoring.** The candidates' scores are replaced by the new pass's (windows too long for the longer prefix are
+   scored in pieces). A pass that finds no new evidence ends the loop early.
+
+Budget rules are unchanged: the last scores go through the same selection. Cost: each extra pass scores about the
+windows the budget keeps (measured in ``benchmarks/multi_hop.py``). No torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cprs_integrations.engine.coarse import key_terms
+from cprs_integrations.engine.result import CompressionResult
+
+#: At most this many kept spans of the previous pass go into the prefix ...
+EVIDENCE_SPANS = 4
+#: ... and at most this many characters of them (about 150 critic tokens: the prefix may use half a window).
+EVIDENCE_CHARS = 600
+#: A kept span is evidence when its keep score reaches this (the best span always is): spans kept only to fill the
+#: budget would steer the next pass towards themselves.
+EVIDENCE_MIN_SCORE = 0.5
+#: A key term of the evidence pulls in the windows holding it only when it is in at most this many windows.
+CHASE_WINDOWS = 4
+
+
+def evidence_of(results: Sequence[CompressionResult]) -> list[str]:
+    """The best kept spans of a selection, by keep score (ties: input order), whitespace-normalised: the best one,
+    then those scoring at least :data:`EVIDENCE_MIN_SCORE`, within :data:`EVIDENCE_SPANS` spans and
+    :data:`EVIDENCE_CHARS` characters (a longer first span is cut)."""
+    ranked = sorted(
+        ((span.score, t, span.start) for t, r in enumerate(results) for span in r.spans),
+        key=lambda item: (-item[0], item[1], item[2]),
+    )
+    evidence: list[str] = []
+    used = 0
+    for score, t, start in ranked:
+        if evidence and score < EVIDENCE_MIN_SCORE:
+            break
+        span = next(s for s in results[t].spans if s.start == start)
+        text = " ".join(span.slice_of(results[t].source).split())
+        if not text:
+            continue
+        if evidence and used + len(text) > EVIDENCE_CHARS:
+            break
+        evidence.append(text[: EVIDENCE_CHARS - used])
+        used += len(evidence[-1])
+        if len(evidence) == EVIDENCE_SPANS or used >= EVIDENCE_CHARS:
+            break
+    return evidence
+
+
+def candidate_windows(
+    windows: Sequence[tuple[int, int, int]],
+    offsets: Sequence[np.ndarray],
+    results: Sequence[CompressionResult],
+    query: str,
+    evidence: Sequence[str],
+) -> list[int]:
+    """The windows a further pass rescores (rule 2 above), in window order.
+
+    Args:
+        windows: ``(text index, token start, token end)`` of every window of the call.
+        offsets: Per text, ``(n, 2)`` token character offsets.
+        results: The selection of the previous pass, one per text.
+        query: The user's query (its key terms are not chased: the first pass had them).
+        evidence: The evidence of this pass (:func:`evidence_of`).
+    """
+    starts, ends, owners = _window_chars(windows, offsets)
+    chosen: set[int] = set()
+    for t, result in enumerate(results):
+        mine = np.flatnonzero(owners == t)
+        for span in result.spans:
+            overlap = mine[(starts[mine] < span.end) & (ends[mine] > span.start)]
+            chosen.update(overlap.tolist())
+    asked = set(key_terms(query))
+    terms = [term for term in key_terms(" ".join(evidence)) if term not in asked]
+    lowered: dict[int, str] = {}
+    for term in terms:
+        holding: set[int] = set()
+        for t, result in enumerate(results):
+            text = lowered.setdefault(t, result.source.lower())
+            mine = np.flatnonzero(owners == t)
+            at = text.find(term)
+            while at >= 0 and len(holding) <= CHASE_WINDOWS:
+                k = int(np.searchsorted(ends[mine], at, side="right"))
+                if k < len(mine) and starts[mine[k]] <= at:
+                    holding.add(int(mine[k]))
+                at = text.find(term, at + len(term))
+        if len(holding) <= CHASE_WINDOWS:
+            chosen |= holding
+    return sorted(chosen)
+
+
+def _window_chars(
+    windows: Sequence[tuple[int, int, int]], offsets: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Character start, end (exclusive) and text index of each window."""
+    starts = np.asarray([int(offsets[i][s, 0]) for i, s, _ in windows], dtype=np.int64)
+    ends = np.asarray([int(offsets[i][e - 1, 1]) for i, _, e in windows], dtype=np.int64)
+    owners = np.asarray([i for i, _, _ in windows], dtype=np.int64)
+    return starts, ends, owners
