@@ -12,6 +12,9 @@ phrasings than training, another seed; HotpotQA **dev** buckets 85-89, never tra
 - ``chains``: a 5-statement variable chain and a decoy chain of the same shape (another value), spread over 8K-32K
   tokens of essays; budget: exactly the 5 statements joined by the separator. Link recall and whole chain kept.
 - ``squad``: SQuAD answers in 8K-token contexts at 10x and 50x (held out; the answer string kept).
+- ``cost``: end-to-end throughput (o200k tokens per second of ``compress`` at 10x) with each ``hops`` against
+  ``hops=1``, side by side: 100 HotpotQA dev documents (about 1.3K tokens each) and essays of 32K and 128K tokens
+  (the coarse filter on, as by default).
 
 Usage::
 
@@ -35,7 +38,7 @@ from benchmarks.methods import bm25_scores, cosine_scores, fill, spans_output
 from benchmarks.metrics import Output, example_metrics, span_kept
 from benchmarks.tasks import BenchExample, essay_of_tokens, hotpot_bench_example, plain_example, squad_examples
 
-TASKS = ("hotpot", "paraphrase", "chains", "squad")
+TASKS = ("hotpot", "paraphrase", "chains", "squad", "cost")
 HOTPOT_RATIOS = {"5x": 5, "10x": 10, "20x": 20}
 SQUAD_RATIOS = {"10x": 10, "50x": 50}
 
@@ -163,6 +166,35 @@ def run_squad(engine: Any, examples: list[BenchExample]) -> dict[str, Any]:
     return _summary(rows, len(examples))
 
 
+def run_cost(engine: Any, hops: list[int], limit: int | None) -> dict[str, Any]:
+    """Seconds of ``compress`` at 10x per ``hops``, interleaved (each document with every setting in turn), and the
+    throughput of each setting relative to ``hops=1``."""
+    from benchmarks.tasks import needle_examples
+
+    sets = {
+        "hotpot dev docs": [(e.query, e.text) for e in hotpot_dev(limit or 100)],
+        "essays 32K": [(e.query, e.text) for e in needle_examples([32768], [0.5], repeats=2)],
+        "essays 128K": [(e.query, e.text) for e in needle_examples([131072], [0.5], repeats=2)],
+    }
+    out: dict[str, Any] = {}
+    for name, docs in sets.items():
+        seconds = dict.fromkeys(hops, 0.0)
+        tokens = sum(o200k()(text) for _, text in docs)
+        engine.compress(docs[0][0], [docs[0][1]], target_ratio=0.1, show_progress=False)  # warm-up
+        for query, text in docs:
+            for h in hops:
+                started = time.perf_counter()
+                engine.compress(query, [text], target_ratio=0.1, hops=h, show_progress=False)
+                seconds[h] += time.perf_counter() - started
+        out[name] = {
+            "documents": len(docs),
+            "o200k_tokens": tokens,
+            "seconds": {f"hops={h}": round(s, 2) for h, s in seconds.items()},
+            "throughput_vs_hops_1": {f"hops={h}": round(seconds[hops[0]] / s, 3) for h, s in seconds.items()},
+        }
+    return out
+
+
 def _summary(rows: dict[str, dict[str, list[float]]], n: int) -> dict[str, Any]:
     table = {m: {k: round(float(np.mean(v)), 4) for k, v in metrics.items()} for m, metrics in rows.items()}
     return {"n": n, "table": table}
@@ -192,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "paraphrase": lambda: run_budgeted(engine, paraphrase_dev(n or 100), args.hops, baselines=True),
         "chains": lambda: run_budgeted(engine, chains_dev(n or 30), args.hops, baselines=True),
         "squad": lambda: run_squad(engine, list(squad_examples(n or 60, 8192))),
+        "cost": lambda: run_cost(engine, args.hops, n),
     }
     result: dict[str, Any] = {"run": run_info(threads), "critic": args.model or "default", "hops": args.hops}
     for task in args.tasks:

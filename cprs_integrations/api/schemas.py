@@ -53,8 +53,9 @@ __all__ = [
 TAG_LABELS = ("B", "I", "O", "E")
 #: Fields of :class:`CompressionResult` left out of the JSON: the caller sent the text and keeps it.
 RESULT_OMITTED = ("source",)
-#: The options that choose what the critic reads (all that matters to ``/v1/score``): the instruction, and what the
-#: coarse filter reads on a long input (its budget and mode).
+#: The options that choose what the critic reads (all that matters to ``/v1/score``): the instruction, what the
+#: coarse filter reads on a long input (its budget and mode), and with ``hops`` > 1 what the selection that picks
+#: each further pass's evidence needs.
 SCORING_OPTIONS = (
     "granularity",
     "instruction",
@@ -65,6 +66,11 @@ SCORING_OPTIONS = (
     "per_text_budget",
     "token_counter",
     "coarse_filter",
+    "hops",
+    "score_threshold",
+    "separator",
+    "lexical_weight",
+    "chunk_tokens",
 )
 
 
@@ -262,7 +268,8 @@ class CompressRequest(_TextsRequest):
 
 class ScoreRequest(_TextsRequest):
     """Body of ``POST /v1/score``: the options of :data:`SCORING_OPTIONS` matter (the instruction; on a long input the
-    coarse filter's budget, mode and ``coarse_filter``); tokens the critic did not read come back as ``null`` rows."""
+    coarse filter's budget, mode and ``coarse_filter``; ``hops`` and the selection options its evidence needs);
+    tokens the critic did not read come back as ``null`` rows."""
 
 
 # -------------------------------------------------------------------------------------------------- responses

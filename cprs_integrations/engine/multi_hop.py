@@ -16,7 +16,7 @@ sentence. With ``hops=h`` (``CompressionOptions.hops``, budget mode), after the 
    scored in pieces). A pass that finds no new evidence ends the loop early.
 
 Budget rules are unchanged: the last scores go through the same selection. Cost: each extra pass scores about the
-windows the budget keeps (measured in ``benchmarks/multi_hop.py``). No torch here.
+windows the budget keeps (measured in ``benchmarks/critic_dev.py``, section ``cost``). No torch here.
 """
 
 from __future__ import annotations

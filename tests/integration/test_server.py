@@ -230,6 +230,23 @@ def test_a_long_input_reads_the_same_windows_remote_and_in_process(
     assert everything.read.all()
 
 
+def test_multi_hop_remote_equals_in_process(
+    remote: RemoteCPRSEngine, tiny_engine: CPRSEngine, texts: list[str]
+) -> None:
+    """``hops`` travels in both routes: /v1/score rescores with the evidence as /v1/compress does."""
+    import numpy as np
+
+    [got] = remote.compress(QUERY, [texts[0]], target_ratio=0.2, hops=2)
+    [want] = tiny_engine.compress(QUERY, [texts[0]], target_ratio=0.2, hops=2)
+    assert same(got, want) and got.timings["hops"] == want.timings["hops"] == 2
+    [scored] = remote.score(QUERY, [texts[0]], target_ratio=0.2, hops=2)
+    [local] = tiny_engine.score(QUERY, [texts[0]], target_ratio=0.2, hops=2)
+    assert np.array_equal(scored.probs, local.probs)
+    [one] = tiny_engine.score(QUERY, [texts[0]], target_ratio=0.2)
+    assert not np.array_equal(one.probs, local.probs), "the second pass changed scores"
+    assert same(remote.select([scored], target_ratio=0.2, hops=2)[0], got)
+
+
 def test_client_checks_before_sending(remote: RemoteCPRSEngine) -> None:
     with pytest.raises(TypeError, match="token_counter"):
         remote.compress(QUERY, ["text"], token_counter=lambda s: len(s.split()))
