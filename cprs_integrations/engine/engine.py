@@ -264,8 +264,8 @@ class CPRSEngine:
             options: A :class:`~cprs_integrations.engine.options.CompressionOptions` (default: the defaults,
                 budget ``target_ratio=0.2`` at sentence granularity).
             show_progress: Show a tqdm bar; ``None`` shows it for calls of at least 256 windows.
-            timeout: Seconds to wait for scoring (queue included); ``None`` waits. On expiry the call's queued
-                windows are withdrawn and ``TimeoutError`` is raised.
+            timeout: Seconds to wait for scoring (queue and every ``hops`` pass included); ``None`` waits. On
+                expiry the call's queued windows are withdrawn and ``TimeoutError`` is raised.
             **overrides: Any option of :class:`CompressionOptions` by name (``granularity``, ``target_ratio``,
                 ``target_tokens``, ``per_text_budget``, ``score_threshold``, ``lexical_weight``, ...), applied
                 over ``options``; a new budget replaces the budget of ``options``.
@@ -533,10 +533,11 @@ class CPRSEngine:
     def _more_hops(
         self, plan: _Plan, probs: list[np.ndarray], options: CompressionOptions, timeout: float | None
     ) -> list[np.ndarray]:
-        """The probabilities after the call's further passes (``options.hops``; rules in :mod:`engine.multi_hop`)."""
+        """The probabilities after the call's further passes (``options.hops``; rules in :mod:`engine.multi_hop`).
+        ``timeout`` bounds the call as a whole: the passes share what the first one left."""
         state = _Hops(plan, probs)
         while (rows := self._next_hop(state, options)) is not None:
-            state.apply(_wait(self.scheduler.submit(rows), timeout))
+            state.apply(_wait(self.scheduler.submit(rows), _left(timeout, plan)))
         return state.finish()
 
     async def _amore_hops(
@@ -545,7 +546,7 @@ class CPRSEngine:
         """:meth:`_more_hops` without blocking the event loop (each pass's windows wait in the shared queue)."""
         state = _Hops(plan, probs)
         while (rows := await asyncio.to_thread(self._next_hop, state, options)) is not None:
-            state.apply(await _await_handle(self.scheduler.submit(rows), timeout))
+            state.apply(await _await_handle(self.scheduler.submit(rows), _left(timeout, plan)))
         return state.finish()
 
     def _next_hop(self, state: _Hops, options: CompressionOptions) -> list[tuple[PromptLayout, np.ndarray]] | None:
@@ -667,6 +668,13 @@ def _share(options: CompressionOptions, plan: _Plan, group: int) -> float:
     counts = plan.original_tokens or []
     total = counts[group] if options.per_text_budget else sum(counts)
     return 1.0 if total <= 0 else min(1.0, options.budgets(counts)[group] / total)
+
+
+def _left(timeout: float | None, plan: _Plan) -> float | None:
+    """What is left of a call's ``timeout`` since its windows were first submitted (at least a millisecond)."""
+    if timeout is None:
+        return None
+    return max(0.001, timeout - (time.perf_counter() - plan.timings["submitted_at"]))
 
 
 def _within(starts: np.ndarray, start: int, end: int) -> np.ndarray:
