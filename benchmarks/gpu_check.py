@@ -28,6 +28,9 @@ measures:
     probability between the two runs (GEMM shapes differ, so bf16 may move the last bits). The check passes when
     nothing is lost and the spans are equal, or they differ only through such rounding (``max_prob_diff`` within
     the dtype's tolerance).
+``coarse_filter`` / ``multi_hop``
+    The longest length with ``coarse_filter="off"`` and ``"auto"``; then ``hops=2`` against ``hops=1``: seconds,
+    windows scored, and the ratio (what the second pass costs on this critic).
 ``precision``
     One 1024-token window scored with the same weights (random bf16 values, as in a bf16 checkpoint) computed in
     fp32, bf16 and fp16. *max_abs_diff* / *mean_abs_diff*: of the B/I/O/E probabilities against fp32;
@@ -404,6 +407,34 @@ def measure_coarse_filter(critic: Any, profile: Profile) -> dict[str, Any]:
         out["windows"] = int(result.timings["windows"])
     out["speedup"] = round(out["off_seconds"] / out["auto_seconds"], 2)
     return out
+
+
+def measure_multi_hop(critic: Any, profile: Profile) -> dict[str, Any]:
+    """``hops=2`` against ``hops=1`` on the longest throughput length (coarse filter as by default), in one run:
+    what a second pass costs (the random critic's evidence is arbitrary; the windows rescored are what count)."""
+    n_tokens = profile.lengths[-1]
+    query, text = make_request(critic.tokenizer, n_tokens, seed=n_tokens + 1)
+    out: dict[str, Any] = {"tokens": n_tokens}
+    for hops in (1, 2):
+        started = time.perf_counter()
+        [result] = _engine(critic, profile).compress(
+            query, [text], target_ratio=TARGET_RATIO, hops=hops, show_progress=False
+        )
+        out[f"hops{hops}_seconds"] = round(time.perf_counter() - started, 3)
+        out[f"hops{hops}_windows_scored"] = int(
+            result.timings["windows_scored"] + result.timings.get("windows_rescored", 0)
+        )
+        out["windows"] = int(result.timings["windows"])
+    out["cost"] = round(out["hops2_seconds"] / out["hops1_seconds"], 2)
+    return out
+
+
+def describe_multi_hop(m: dict[str, Any]) -> str:
+    return (
+        f"[multi_hop] {_k(m['tokens'])} tokens at {1 / TARGET_RATIO:g}x: hops=1 {m['hops1_seconds']:.2f} s "
+        f"({m['hops1_windows_scored']} windows scored), hops=2 {m['hops2_seconds']:.2f} s "
+        f"({m['hops2_windows_scored']} windows scored, of {m['windows']}): {m['cost']:.2f}x the time"
+    )
 
 
 def describe_coarse(c: dict[str, Any]) -> str:
@@ -883,6 +914,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["stages"]["coarse_filter"] = stage(
             "coarse_filter", lambda: measure_coarse_filter(critic, profile), describe_coarse
+        )
+
+    reason = budget.skip_reason(budget.estimate(profile.lengths[-1] * 1.5))
+    if reason:
+        skip("multi_hop", reason)
+    else:
+        report["stages"]["multi_hop"] = stage(
+            "multi_hop", lambda: measure_multi_hop(critic, profile), describe_multi_hop
         )
 
     reason = budget.skip_reason(budget.estimate(profile.precision_tokens, 3) + (20.0 if _on_gpu(profile) else 1.0))

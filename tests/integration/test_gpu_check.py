@@ -104,6 +104,14 @@ def test_oom_split(tiny_run: tuple[dict[str, Any], str]) -> None:
     assert o["engine_batch_size_after"] > 1 and o["engine_oom_splits"] == o["splits"]
 
 
+def test_multi_hop_stage(tiny_run: tuple[dict[str, Any], str]) -> None:
+    m = tiny_run[0]["stages"]["multi_hop"]
+    assert m["tokens"] == 4096 and m["windows"] > 0
+    assert m["hops1_windows_scored"] <= m["hops2_windows_scored"] <= 2 * m["windows"]
+    assert _positive(m["hops1_seconds"]) and _positive(m["hops2_seconds"]) and _positive(m["cost"])
+    assert "[multi_hop]" in tiny_run[1]
+
+
 def test_precision(tiny_run: tuple[dict[str, Any], str]) -> None:
     p = tiny_run[0]["stages"]["precision"]
     assert p["window_tokens"] == 256

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Model selection for a new critic stage (issue 14), as run on 2026-12-01: the shipped critic and the candidate on
+# the dev sets (benchmarks/critic_dev.py: HotpotQA dev, our paraphrase and decoy-chain dev sets, SQuAD), the chains
+# with up to 4 hops, the small sets of the quality benchmark (needles, multi-key, variable tracking, SQuAD), and the
+# BM25 weight on HotpotQA dev. One process at a time (2 threads), nothing else running.
+#
+#   bash benchmarks/run_stage4_eval.sh runs/critic-v4
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+CANDIDATE=${1:?usage: run_stage4_eval.sh CRITIC_FOLDER}
+OUT=benchmarks/results/stage4
+mkdir -p "$OUT"
+for name in shipped candidate; do
+  if [ "$name" = shipped ]; then MODEL=(); else MODEL=(--model "$CANDIDATE"); fi
+  $PY -m benchmarks.critic_dev "${MODEL[@]}" --tasks hotpot paraphrase squad --hops 1 2 --out "$OUT/dev_$name.json"
+  $PY -m benchmarks.critic_dev "${MODEL[@]}" --tasks chains --hops 1 2 3 4 --out "$OUT/chains_$name.json"
+done
+$PY -m benchmarks.quality --model "$CANDIDATE" --tasks needle --threads 2 --methods ours-sentence,ours+bm25 \
+  --out "$OUT/needle_candidate.json"
+$PY -m benchmarks.quality --model "$CANDIDATE" --tasks multikey,variable_tracking --limit 20 --threads 2 \
+  --methods ours-sentence,ours+bm25 --out "$OUT/synthetic_candidate.json"
+$PY -m benchmarks.quality --model "$CANDIDATE" --tasks squad --limit 60 --threads 2 \
+  --methods ours-sentence,ours+bm25 --out "$OUT/squad_candidate.json"
+$PY -m benchmarks.tune_fusion --model "$CANDIDATE" --threads 2 --out "$OUT/fusion_dev_candidate.json"
