@@ -537,7 +537,8 @@ class CPRSEngine:
         ``timeout`` bounds the call as a whole: the passes share what the first one left."""
         state = _Hops(plan, probs)
         while (rows := self._next_hop(state, options)) is not None:
-            state.apply(_wait(self.scheduler.submit(rows), _left(timeout, plan)))
+            left = _left(timeout, plan)
+            state.apply(_wait(self.scheduler.submit(rows), left))
         return state.finish()
 
     async def _amore_hops(
@@ -546,7 +547,8 @@ class CPRSEngine:
         """:meth:`_more_hops` without blocking the event loop (each pass's windows wait in the shared queue)."""
         state = _Hops(plan, probs)
         while (rows := await asyncio.to_thread(self._next_hop, state, options)) is not None:
-            state.apply(await _await_handle(self.scheduler.submit(rows), _left(timeout, plan)))
+            left = _left(timeout, plan)
+            state.apply(await _await_handle(self.scheduler.submit(rows), left))
         return state.finish()
 
     def _next_hop(self, state: _Hops, options: CompressionOptions) -> list[tuple[PromptLayout, np.ndarray]] | None:
@@ -558,6 +560,8 @@ class CPRSEngine:
         if plan.original_tokens is None:
             plan.original_tokens = _original_tokens(plan.texts, plan.prepared, options.token_counter)
         results = select_results(state.scores(), options, original_tokens=plan.original_tokens)
+        # a text kept whole (its budget holds it) has nothing to gain and no evidence to give
+        results = [replace(r, text="", spans=()) if r.text == r.source else r for r in results]
         evidence = evidence_of(results)
         if not evidence or evidence == state.evidence:
             return None
@@ -583,6 +587,7 @@ class CPRSEngine:
         state.begin(evidence, pieces)
         plan.timings["hops"] = float(state.passes)
         plan.timings["windows_rescored"] = plan.timings.get("windows_rescored", 0.0) + len(candidates)
+        plan.timings["rows_rescored"] = plan.timings.get("rows_rescored", 0.0) + len(pieces)
         plan.timings["hop_s"] = plan.timings.get("hop_s", 0.0) + time.perf_counter() - started
         return [(layout, plan.tokenized[plan.windows[w][0]].ids[s:e]) for w, s, e in pieces]
 
@@ -671,10 +676,19 @@ def _share(options: CompressionOptions, plan: _Plan, group: int) -> float:
 
 
 def _left(timeout: float | None, plan: _Plan) -> float | None:
-    """What is left of a call's ``timeout`` since its windows were first submitted (at least a millisecond)."""
+    """What is left of a call's ``timeout`` since its windows were first submitted.
+
+    Raises:
+        TimeoutError: nothing is left (the next pass is not queued).
+    """
     if timeout is None:
         return None
-    return max(0.001, timeout - (time.perf_counter() - plan.timings["submitted_at"]))
+    left = timeout - (time.perf_counter() - plan.timings["submitted_at"])
+    if left <= 0:
+        raise TimeoutError(
+            f"compression did not finish within timeout={timeout} s (before pass {plan.timings['hops']:g})"
+        )
+    return left
 
 
 def _within(starts: np.ndarray, start: int, end: int) -> np.ndarray:
@@ -787,9 +801,14 @@ class _Hops:
         self.by_window.update({w: np.concatenate(p) for w, p in parts.items()})
 
     def finish(self) -> list[np.ndarray]:
-        """The probabilities of every window read, in order; the plan now marks those windows scored."""
+        """The probabilities of every window read, in order; the plan now marks those windows scored (all of them:
+        ``None``) and ``timings["windows_scored"]`` counts the windows read in any pass."""
         read = sorted(self.by_window)
-        if len(read) < len(self.plan.windows):
+        if len(read) == len(self.plan.windows):
+            self.plan.scored = None
+        else:
             self.plan.scored = np.zeros(len(self.plan.windows), dtype=bool)
             self.plan.scored[read] = True
+        if self.passes > 1:
+            self.plan.timings["windows_scored"] = float(len(read))
         return [self.by_window[w] for w in read]

@@ -13,7 +13,8 @@ sentence. With ``hops=h`` (``CompressionOptions.hops``, budget mode), after the 
    query lacks (an identifier or number found in at most :data:`CHASE_WINDOWS` windows: the next link of a chain,
    even in a window the coarse filter skipped), are scored again; the rest keep their scores.
 3. **Rescoring.** The candidates' scores are replaced by the new pass's (windows too long for the longer prefix are
-   scored in pieces). A pass that finds no new evidence ends the loop early.
+   scored in pieces). The loop ends early when a pass would carry the same evidence as the last one, or when every
+   text is kept whole (its budget holds it: nothing to gain).
 
 Budget rules are unchanged: the last scores go through the same selection. Cost: each extra pass scores about the
 windows the budget keeps (measured in ``benchmarks/critic_dev.py``, section ``cost``). No torch here.
@@ -21,6 +22,7 @@ windows the budget keeps (measured in ``benchmarks/critic_dev.py``, section ``co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +32,8 @@ from cprs_integrations.engine.result import CompressionResult
 
 #: At most this many kept spans of the previous pass go into the prefix ...
 EVIDENCE_SPANS = 4
-#: ... and at most this many characters of them (about 150 critic tokens: the prefix may use half a window).
+#: ... and at most this many characters of them (about 150 critic tokens of English: the prefix may use half a
+#: window; text with several characters per token, e.g. Chinese, is cut to fit the prefix).
 EVIDENCE_CHARS = 600
 #: A kept span is evidence when its keep score reaches this (the best span always is): spans kept only to fill the
 #: budget would steer the next pass towards themselves.
@@ -90,18 +93,19 @@ def candidate_windows(
             chosen.update(overlap.tolist())
     asked = set(key_terms(query))
     terms = [term for term in key_terms(" ".join(evidence)) if term not in asked]
-    lowered: dict[int, str] = {}
+    per_text = [np.flatnonzero(owners == t) for t in range(len(results))]
     for term in terms:
+        # the whole term, on the original text (lower-casing may change a text's length)
+        pattern = re.compile(r"(?<!\w)" + re.escape(term) + r"(?!\w)", re.IGNORECASE)
         holding: set[int] = set()
         for t, result in enumerate(results):
-            text = lowered.setdefault(t, result.source.lower())
-            mine = np.flatnonzero(owners == t)
-            at = text.find(term)
-            while at >= 0 and len(holding) <= CHASE_WINDOWS:
-                k = int(np.searchsorted(ends[mine], at, side="right"))
-                if k < len(mine) and starts[mine[k]] <= at:
+            mine = per_text[t]
+            for match in pattern.finditer(result.source):
+                k = int(np.searchsorted(ends[mine], match.start(), side="right"))
+                if k < len(mine) and starts[mine[k]] <= match.start():
                     holding.add(int(mine[k]))
-                at = text.find(term, at + len(term))
+                if len(holding) > CHASE_WINDOWS:
+                    break
         if len(holding) <= CHASE_WINDOWS:
             chosen |= holding
     return sorted(chosen)

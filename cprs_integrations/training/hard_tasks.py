@@ -5,7 +5,8 @@ query carries the evidence a first pass found (:func:`~cprs_integrations.engine.
 Our own generator, names, relations and text: the haystack is the essay text of ``synthetic.py`` (training filler,
 never shipped); HotpotQA second-hop examples use the **train** split only. Every task takes a ``split``: ``train``
 and ``dev`` draw from disjoint question phrasings (the last phrasing of each relation is dev-only) and disjoint
-name syllables, so the dev sets measure paraphrases the critic never saw.
+name syllables, so the dev sets measure paraphrases the critic never saw. Chains have no phrasing to hold out: their
+names and values are random, and the dev set differs by seed (and haystack).
 
 Examples:
     >>> import random
@@ -163,7 +164,7 @@ def paraphrase_example(
         text=text,
         keep=(spans[0],),
         task="paraphrase",
-        meta={"facts": facts, "fact_spans": spans},
+        meta={"facts": facts, "fact_spans": spans, "person": person},
     )
 
 
@@ -256,7 +257,7 @@ def hotpot_hop_example(record: dict[str, Any], rng: random.Random, noise: float 
 
 def hard_examples(rng: random.Random, count: int, split: str = "train") -> list[Example]:
     """A training mix of the hard kinds: 50% paraphrased facts with distractors (1K-6K characters of essays),
-    50% decoy chains over 3K-12K characters (half of them second-hop examples with 1-3 evidence links)."""
+    50% decoy chains over 3K-12K characters (half of them second-hop examples with 1-4 true links as evidence)."""
     examples: list[Example] = []
     for _ in range(count):
         if rng.random() < 0.5:

@@ -270,7 +270,11 @@ def critic_loss(logits: Any, batch: dict[str, Any], config: TrainConfig) -> tupl
         has = counts > 0
         unit_logit = sums[has] / counts[has]
         unit_loss = F.binary_cross_entropy_with_logits(unit_logit, batch["unit_labels"][has])
-        list_loss = listwise_loss(unit_logit, batch["unit_labels"][has], batch["unit_rows"][has])
+        list_loss = (
+            listwise_loss(unit_logit, batch["unit_labels"][has], batch["unit_rows"][has])
+            if config.list_loss_weight
+            else unit_loss * 0.0
+        )
     else:
         unit_loss = list_loss = keep_logit.sum() * 0.0
     kept = tags != TAG_O
@@ -507,6 +511,9 @@ def _check_run_config(output: Path, config: TrainConfig, resume: bool) -> None:
     current = asdict(config)
     if resume and path.is_file():
         stored = json.loads(path.read_text(encoding="utf-8"))
+        # a run started before a field existed ran with its default
+        defaults = asdict(TrainConfig())
+        stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
         changed = sorted(
             k for k in set(stored) | set(current) if k not in _RESUMABLE_CHANGES and stored.get(k) != current.get(k)
         )

@@ -33,7 +33,7 @@ class KeywordCritic(TokenCritic):
         encode = raw_backend(self.tokenizer).encode
         query_ids = encode(query, add_special_tokens=False).ids
         instruction_ids = encode(instruction, add_special_tokens=False).ids
-        query_ids, instruction_ids = truncate_prefix(query_ids, instruction_ids, max_prefix_tokens - 3)
+        query_ids, instruction_ids = truncate_prefix(query_ids, instruction_ids, max_prefix_tokens - 4)
         return PromptLayout(head=(101, *query_ids, 102, *instruction_ids, 102), tail=(102,))
 
     def score_windows(self, layout: Any, windows: list[np.ndarray]) -> list[np.ndarray]:

@@ -75,8 +75,9 @@ def test_a_second_pass_pulls_in_the_fact_the_first_one_refers_to(engine, critic)
     assert two.timings["hops"] == 2
     windows = int(two.timings["windows"])
     assert 1 <= two.timings["windows_rescored"] < windows, "only candidate windows are scored again"
-    assert sum(critic.batches[batches_before:]) == windows + two.timings["windows_rescored"]
-    assert critic.longest <= engine.window_tokens, "windows are cut again where the longer prefix needs it"
+    assert sum(critic.batches[batches_before:]) == windows + two.timings["rows_rescored"]
+    assert two.timings["rows_rescored"] >= two.timings["windows_rescored"]
+    assert critic.longest <= engine.window_tokens
 
 
 def test_one_hop_is_the_single_pass(engine, critic):
@@ -126,9 +127,46 @@ def test_a_second_hop_the_coarse_filter_skipped_is_read(monkeypatch, engine):
     second = text.index(SECOND_HOP)
     unread = np.isnan(scored.probs[:, 2])
     assert unread[(scored.offsets[:, 0] >= second) & (scored.offsets[:, 0] < second + len(SECOND_HOP))].all()
+    [one] = engine.compress(QUERY, [text], target_tokens=budget)
     [two] = engine.compress(QUERY, [text], target_tokens=budget, hops=2)
-    assert two.timings["windows_scored"] < two.timings["windows"]
+    assert one.timings["windows_scored"] < two.timings["windows_scored"] < two.timings["windows"]
     assert FIRST_HOP in two.text and SECOND_HOP in two.text
+    [rescored] = engine.score(QUERY, [text], target_tokens=budget, hops=2)
+    assert not np.isnan(rescored.probs[:, 2][rescored.offsets[:, 0] == second]).any()
+
+
+def test_hops_may_read_every_window_the_coarse_filter_skipped(monkeypatch, engine):
+    """When the later passes read all the skipped windows, every window has its scores (no stale mask)."""
+    from cprs_integrations.engine import engine as engine_module
+
+    monkeypatch.setattr(coarse, "COARSE_AUTO_MIN_TOKENS", 2048)
+    monkeypatch.setattr(coarse, "COARSE_MIN_TOKENS", 256)
+    monkeypatch.setattr(engine_module, "candidate_windows", lambda windows, *args: list(range(len(windows))))
+    text = chain_text(n_paragraphs=300, first_at=20, second_at=250)
+    [first] = engine.score(QUERY, [text], target_ratio=0.05)
+    assert np.isnan(first.probs[:, 2]).any()
+    [scored] = engine.score(QUERY, [text], target_ratio=0.05, hops=2)
+    assert scored.probs.shape == first.probs.shape and not np.isnan(scored.probs).any()
+    [result] = engine.compress(QUERY, [text], target_ratio=0.05, hops=2)
+    assert result.timings["windows_scored"] == result.timings["windows"]
+    assert result.spans == engine.select([scored], target_ratio=0.05, hops=2)[0].spans
+
+
+def test_long_evidence_cuts_windows_into_pieces_that_fit(engine, critic):
+    """Evidence fills the prefix: the candidate windows are scored in pieces, none longer than a window."""
+    long_fact = "The kestrel points to MARMOT_7 and " + ", ".join(f"item{i}" for i in range(60)) + "."
+    text = "\n\n".join([long_fact, *FILLER[:30], SECOND_HOP])
+    [two] = engine.compress(QUERY, [text], target_ratio=0.3, hops=2)
+    assert two.timings["rows_rescored"] > two.timings["windows_rescored"] >= 1
+    assert critic.longest <= engine.window_tokens
+
+
+def test_texts_kept_whole_need_no_second_pass(engine, critic):
+    text = chain_text()
+    batches = len(critic.batches)
+    [whole] = engine.compress(QUERY, [text], target_ratio=1.0, hops=3)
+    assert whole.text == text and "hops" not in whole.timings
+    assert sum(critic.batches[batches:]) == whole.timings["windows"]
 
 
 @pytest.mark.parametrize("hops", [0, 5, 1.5, "2", True, None])
