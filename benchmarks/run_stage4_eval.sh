@@ -15,6 +15,12 @@ mkdir -p "$OUT"
 (
   $PY -m benchmarks.critic_dev --threads 1 --tasks hotpot paraphrase squad --hops 1 2 --out "$OUT/dev_shipped.json"
   $PY -m benchmarks.critic_dev --threads 1 --tasks chains --hops 1 2 3 4 --out "$OUT/chains_shipped.json"
+  $PY -m benchmarks.quality --tasks needle --threads 1 --methods ours-sentence,ours+bm25 \
+    --out "$OUT/needle_shipped.json"
+  $PY -m benchmarks.quality --tasks multikey,variable_tracking --limit 20 --threads 1 \
+    --methods ours-sentence,ours+bm25 --out "$OUT/synthetic_shipped.json"
+  $PY -m benchmarks.quality --tasks squad --limit 60 --threads 1 \
+    --methods ours-sentence,ours+bm25 --out "$OUT/squad_shipped.json"
 ) > "$OUT/lane_shipped.log" 2>&1 &
 (
   $PY -m benchmarks.critic_dev --model "$CANDIDATE" --threads 1 --tasks hotpot paraphrase squad --hops 1 2 \
