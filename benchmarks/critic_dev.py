@@ -43,10 +43,11 @@ HOTPOT_RATIOS = {"5x": 5, "10x": 10, "20x": 20}
 SQUAD_RATIOS = {"10x": 10, "50x": 50}
 
 
-def hotpot_dev(limit: int | None) -> list[BenchExample]:
+def hotpot_dev(limit: int | None, split: str = "dev") -> list[BenchExample]:
+    """HotpotQA questions of a split (``dev`` for selection; ``test`` for held-out figures), in file order."""
     from cprs_integrations.training.data import hotpot_records
 
-    examples = [e for e in (hotpot_bench_example(r) for r in hotpot_records("dev")) if e is not None]
+    examples = [e for e in (hotpot_bench_example(r) for r in hotpot_records(split)) if e is not None]
     return examples[:limit]
 
 
@@ -205,6 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="critic folder (default: the embedded default critic)")
     parser.add_argument("--hops", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--hotpot-split", choices=("dev", "test"), default="dev", help="HotpotQA split of 'hotpot'")
     parser.add_argument("--limit", type=int, default=None, help="at most this many examples per task")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "critic_dev.json")
@@ -220,13 +222,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine = CPRSEngine.from_pretrained(args.model)
     n = args.limit
     sections: dict[str, Callable[[], Any]] = {
-        "hotpot": lambda: run_hotpot(engine, hotpot_dev(n), args.hops),
+        "hotpot": lambda: run_hotpot(engine, hotpot_dev(n, args.hotpot_split), args.hops),
         "paraphrase": lambda: run_budgeted(engine, paraphrase_dev(n or 100), args.hops, baselines=True),
         "chains": lambda: run_budgeted(engine, chains_dev(n or 30), args.hops, baselines=True),
         "squad": lambda: run_squad(engine, list(squad_examples(n or 60, 8192))),
         "cost": lambda: run_cost(engine, args.hops, n),
     }
-    result: dict[str, Any] = {"run": run_info(threads), "critic": args.model or "default", "hops": args.hops}
+    result: dict[str, Any] = {
+        "run": run_info(threads),
+        "critic": args.model or "default",
+        "hops": args.hops,
+        "hotpot_split": args.hotpot_split,
+    }
     for task in args.tasks:
         started = time.perf_counter()
         result[task] = sections[task]()
