@@ -225,6 +225,19 @@ def test_compressor_per_document_budget_and_target_tokens(tiny_engine, documents
     assert 0 < sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= 60
 
 
+def test_compressor_multi_hop_equals_the_engine(tiny_engine, documents) -> None:
+    """``hops`` is an adapter field like every option: the compressor's output is the engine's with it."""
+    compressor = CPRSDocumentCompressor(engine=tiny_engine, target_ratio=0.3, hops=2, drop_empty=False)
+    assert compressor.compression_options().hops == 2
+    out = compressor.compress_documents(documents, QUERY)
+    expected = tiny_engine.compress(QUERY, [doc.page_content for doc in documents], target_ratio=0.3, hops=2)
+    assert [doc.page_content for doc in out] == [r.text for r in expected]
+    total = sum(count_tokens(doc.page_content) for doc in documents if doc.page_content)
+    assert sum(doc.metadata["cprs"]["compressed_tokens"] for doc in out) <= math.floor(0.3 * total + 1e-9)
+    with pytest.raises(ValueError, match="hops"):
+        CPRSDocumentCompressor(engine=tiny_engine, hops=5)
+
+
 def test_compressor_drop_empty_false_keeps_every_document(tiny_engine, documents) -> None:
     compressor = CPRSDocumentCompressor(engine=tiny_engine, target_tokens=40, drop_empty=False)
     out = compressor.compress_documents(documents, QUERY)
