@@ -908,21 +908,16 @@ def main(argv: list[str] | None = None) -> int:
         report["stages"]["oom_split"] = value
         report["checks"]["oom_split_equals_unforced"] = bool(value and value["equal"] and value["splits"] > 0)
 
-    reason = budget.skip_reason(budget.estimate(profile.lengths[-1] * 1.5))
-    if reason:
-        skip("coarse_filter", reason)
-    else:
-        report["stages"]["coarse_filter"] = stage(
-            "coarse_filter", lambda: measure_coarse_filter(critic, profile), describe_coarse
-        )
-
-    reason = budget.skip_reason(budget.estimate(profile.lengths[-1] * 1.5))
-    if reason:
-        skip("multi_hop", reason)
-    else:
-        report["stages"]["multi_hop"] = stage(
-            "multi_hop", lambda: measure_multi_hop(critic, profile), describe_multi_hop
-        )
+    long_stages = (
+        ("coarse_filter", measure_coarse_filter, describe_coarse),
+        ("multi_hop", measure_multi_hop, describe_multi_hop),
+    )
+    for name, measure, describe in long_stages:  # the longest length, twice
+        reason = budget.skip_reason(budget.estimate(profile.lengths[-1] * 1.5))
+        if reason:
+            skip(name, reason)
+        else:
+            report["stages"][name] = stage(name, lambda m=measure: m(critic, profile), describe)
 
     reason = budget.skip_reason(budget.estimate(profile.precision_tokens, 3) + (20.0 if _on_gpu(profile) else 1.0))
     if reason:

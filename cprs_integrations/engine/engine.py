@@ -723,9 +723,7 @@ class _Plan:
 
     def scored_windows(self) -> list[tuple[int, int, int]]:
         """The windows the critic scores, in order."""
-        if self.scored is None:
-            return self.windows
-        return [w for w, keep in zip(self.windows, self.scored.tolist()) if keep]
+        return self.windows if self.scored is None else [self.windows[w] for w in self.scored_indices()]
 
     def window_texts(self) -> tuple[list[str], list[list[str]]]:
         """Each window's text (its tokens' characters) and the texts of the sentences whose first token is in it

@@ -47,16 +47,15 @@ def evidence_of(results: Sequence[CompressionResult]) -> list[str]:
     then those scoring at least :data:`EVIDENCE_MIN_SCORE`, within :data:`EVIDENCE_SPANS` spans and
     :data:`EVIDENCE_CHARS` characters (a longer first span is cut)."""
     ranked = sorted(
-        ((span.score, t, span.start) for t, r in enumerate(results) for span in r.spans),
+        ((span.score, t, i) for t, r in enumerate(results) for i, span in enumerate(r.spans)),
         key=lambda item: (-item[0], item[1], item[2]),
     )
     evidence: list[str] = []
     used = 0
-    for score, t, start in ranked:
+    for score, t, i in ranked:
         if evidence and score < EVIDENCE_MIN_SCORE:
             break
-        span = next(s for s in results[t].spans if s.start == start)
-        text = " ".join(span.slice_of(results[t].source).split())
+        text = " ".join(results[t].spans[i].slice_of(results[t].source).split())
         if not text:
             continue
         if evidence and used + len(text) > EVIDENCE_CHARS:
@@ -85,21 +84,19 @@ def candidate_windows(
         evidence: The evidence of this pass (:func:`evidence_of`).
     """
     starts, ends, owners = _window_chars(windows, offsets)
+    per_text = [np.flatnonzero(owners == t) for t in range(len(results))]
     chosen: set[int] = set()
-    for t, result in enumerate(results):
-        mine = np.flatnonzero(owners == t)
+    for mine, result in zip(per_text, results):
         for span in result.spans:
             overlap = mine[(starts[mine] < span.end) & (ends[mine] > span.start)]
             chosen.update(overlap.tolist())
     asked = set(key_terms(query))
     terms = [term for term in key_terms(" ".join(evidence)) if term not in asked]
-    per_text = [np.flatnonzero(owners == t) for t in range(len(results))]
     for term in terms:
         # the whole term, on the original text (lower-casing may change a text's length)
         pattern = re.compile(r"(?<!\w)" + re.escape(term) + r"(?!\w)", re.IGNORECASE)
         holding: set[int] = set()
-        for t, result in enumerate(results):
-            mine = per_text[t]
+        for mine, result in zip(per_text, results):
             for match in pattern.finditer(result.source):
                 k = int(np.searchsorted(ends[mine], match.start(), side="right"))
                 if k < len(mine) and starts[mine[k]] <= match.start():

@@ -18,12 +18,11 @@ Examples:
 from __future__ import annotations
 
 import random
-import string
 from typing import Any
 
 from cprs_integrations.engine.prompts import hop_query
 from cprs_integrations.training.data import Example, hotpot_example, pick_instruction
-from cprs_integrations.training.synthetic import essay_haystack, insert_sentences
+from cprs_integrations.training.synthetic import chain_statements, essay_haystack, insert_sentences, variable_names
 
 SPLITS = ("train", "dev")
 
@@ -168,15 +167,6 @@ def paraphrase_example(
     )
 
 
-def _names(rng: random.Random, count: int) -> list[str]:
-    names: list[str] = []
-    while len(names) < count:
-        name = "".join(rng.choices(string.ascii_uppercase, k=5))
-        if name not in names:
-            names.append(name)
-    return names
-
-
 def decoy_chain_example(
     rng: random.Random, haystack: str, num_hops: int = 4, evidence_links: int = 0, depths: list[float] | None = None
 ) -> Example:
@@ -193,14 +183,9 @@ def decoy_chain_example(
             follow the names that lead back to the asked value.
         depths: Insertion depths in [0, 1] of the ``2 * (num_hops + 1)`` statements (true chain first), else random.
     """
-    names = _names(rng, 2 * (num_hops + 1))
+    names = variable_names(rng, 2 * (num_hops + 1))
     value, decoy_value = (str(v) for v in rng.sample(range(10000, 99999), 2))
-    chains = []
-    for chain_names, chain_value in ((names[: num_hops + 1], value), (names[num_hops + 1 :], decoy_value)):
-        chains.append(
-            [f"VAR {chain_names[0]} = {chain_value}."]
-            + [f"VAR {chain_names[j + 1]} = VAR {chain_names[j]}." for j in range(num_hops)]
-        )
+    chains = [chain_statements(names[: num_hops + 1], value), chain_statements(names[num_hops + 1 :], decoy_value)]
     statements = chains[0] + chains[1]
     if depths is None:
         true_depths = sorted(rng.random() for _ in chains[0])

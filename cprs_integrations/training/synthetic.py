@@ -166,13 +166,9 @@ def variable_tracking_example(
     """
     if haystack is None:
         haystack = " ".join([_VT_NOISE] * max(1, n_chars // (len(_VT_NOISE) + 1)))
-    names: list[str] = []
-    while len(names) < num_hops + 1:
-        name = "".join(rng.choices(string.ascii_uppercase, k=5))
-        if name not in names:
-            names.append(name)
+    names = variable_names(rng, num_hops + 1)
     value = str(rng.randint(10000, 99999))
-    statements = [f"VAR {names[0]} = {value}."] + [f"VAR {names[j + 1]} = VAR {names[j]}." for j in range(num_hops)]
+    statements = chain_statements(names, value)
     if depths is None:
         depths = sorted(rng.random() for _ in statements)
     text, spans = insert_sentences(haystack, statements, rng, sorted(depths))
@@ -185,6 +181,26 @@ def variable_tracking_example(
         task="variable-tracking",
         meta={"variables": names, "value": value},
     )
+
+
+def variable_names(rng: random.Random, count: int) -> list[str]:
+    """``count`` distinct RULER-style variable names of 5 capital letters."""
+    names: list[str] = []
+    while len(names) < count:
+        name = "".join(rng.choices(string.ascii_uppercase, k=5))
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def chain_statements(names: list[str], value: str) -> list[str]:
+    """A variable chain: ``VAR A = value.``, then ``VAR B = VAR A.`` for each next name.
+
+    Examples:
+        >>> chain_statements(["A", "B"], "7")
+        ['VAR A = 7.', 'VAR B = VAR A.']
+    """
+    return [f"VAR {names[0]} = {value}."] + [f"VAR {names[j + 1]} = VAR {names[j]}." for j in range(len(names) - 1)]
 
 
 def synthetic_examples(rng: random.Random, count: int, min_chars: int = 1000, max_chars: int = 8000) -> list[Example]:

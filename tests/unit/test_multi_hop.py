@@ -54,18 +54,17 @@ def engine(critic):
     return CPRSEngine(critic, coarse_embedder=bag_of_words_embed)
 
 
-def budget_for(engine, text: str) -> int:
+def budget_for() -> int:
     """A budget that holds the two hops and little else."""
-    count = CompressionOptions().token_counter
     from cprs_integrations.engine.budget import resolve_token_counter
 
-    tokens = resolve_token_counter(count)
+    tokens = resolve_token_counter(CompressionOptions().token_counter)
     return tokens(FIRST_HOP) + tokens(SECOND_HOP) + tokens(" ... ") + 2
 
 
 def test_a_second_pass_pulls_in_the_fact_the_first_one_refers_to(engine, critic):
     text = chain_text()
-    budget = budget_for(engine, text)
+    budget = budget_for()
     [one] = engine.compress(QUERY, [text], target_tokens=budget)
     assert FIRST_HOP in one.text and SECOND_HOP not in one.text
     batches_before = len(critic.batches)
@@ -92,14 +91,14 @@ def test_one_hop_is_the_single_pass(engine, critic):
 
 def test_passes_stop_when_the_evidence_no_longer_changes(engine):
     text = chain_text()
-    [four] = engine.compress(QUERY, [text], target_tokens=budget_for(engine, text), hops=4)
+    [four] = engine.compress(QUERY, [text], target_tokens=budget_for(), hops=4)
     assert SECOND_HOP in four.text
     assert four.timings["hops"] < 4, "the third pass found the same evidence as the second: no fourth pass"
 
 
 def test_score_then_select_equals_compress_and_async_equals_sync(engine):
     text = chain_text()
-    budget = budget_for(engine, text)
+    budget = budget_for()
     [compressed] = engine.compress(QUERY, [text], target_tokens=budget, hops=2)
     [scored] = engine.score(QUERY, [text], target_tokens=budget, hops=2)
     [selected] = engine.select([scored], target_tokens=budget, hops=2)
@@ -122,7 +121,7 @@ def test_a_second_hop_the_coarse_filter_skipped_is_read(monkeypatch, engine):
     monkeypatch.setattr(coarse, "COARSE_AUTO_MIN_TOKENS", 2048)
     monkeypatch.setattr(coarse, "COARSE_MIN_TOKENS", 256)
     text = chain_text(n_paragraphs=300, first_at=20, second_at=250)
-    budget = budget_for(engine, text)
+    budget = budget_for()
     [scored] = engine.score(QUERY, [text], target_tokens=budget)
     second = text.index(SECOND_HOP)
     unread = np.isnan(scored.probs[:, 2])
