@@ -5,11 +5,19 @@ Arabic ``؟`` and ``۔``, Armenian ``։``, Ethiopic ``።``, Myanmar ``။``, Kh
 continuation or after a number's period, CLDR's list of abbreviations that do not end a sentence (``ss=standard``),
 and dictionary-based word breaking for scripts without spaces (Chinese, Japanese, Thai, Lao, Khmer, Burmese).
 
+ICU's abbreviation filter matches its entries as *suffixes* of longer words: "CEO." ends in "O.", "MIT." in "T."
+(both entries), so "He was named CEO. The firm grew." was one sentence, as was a chain statement ``VAR X = VAR
+LCANT.`` with the sentence after it. A break the filter removes is therefore put back unless the whole word before
+the period is itself an entry (the fix cldr-segmentation.js made for the same data: its pull request #11, "Ensure
+suppressions are preceded by a space"). Whether a word is an entry is asked of ICU itself (:func:`_abbreviation`),
+so the data stays CLDR's.
+
 icu4py counts in UTF-16 code units; the functions here convert to code points (Python string offsets).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -17,6 +25,8 @@ from icu4py.breakers import SentenceBreaker, WordBreaker
 
 #: Locale for sentence breaks: English rules with CLDR's abbreviation suppressions ("Mr.", "approx." ...).
 SENTENCE_LOCALE = "en@ss=standard"
+#: The same rules without the abbreviation filter (to find the breaks the filter removed).
+UNFILTERED_LOCALE = "en"
 #: Locale for word breaks (the dictionaries for Chinese, Japanese, Thai ... are used for every locale).
 WORD_LOCALE = "en"
 
@@ -58,7 +68,46 @@ def sentence_breaks(text: str, codepoints: np.ndarray) -> np.ndarray:
     """
     if not text:
         return np.zeros(0, dtype=np.int64)
-    return _interior(_to_codepoints(_ends(SentenceBreaker, text, SENTENCE_LOCALE), codepoints), len(text))
+    filtered = _interior(_to_codepoints(_ends(SentenceBreaker, text, SENTENCE_LOCALE), codepoints), len(text))
+    if "." not in text:
+        return filtered
+    unfiltered = _interior(_to_codepoints(_ends(SentenceBreaker, text, UNFILTERED_LOCALE), codepoints), len(text))
+    removed = np.setdiff1d(unfiltered, filtered, assume_unique=True)
+    if not removed.size:
+        return filtered
+    restored = [int(p) for p in removed if not _abbreviation(_word_before(text, int(p)))]
+    return np.union1d(filtered, np.asarray(restored, dtype=np.int64)) if restored else filtered
+
+
+_WORD_BEFORE_PERIOD = re.compile(r"(\S*)\.\s*\Z")
+_OPENING = re.compile(r"\A[^\w.]+")
+
+
+def _word_before(text: str, position: int) -> str:
+    """The word whose period ends the sentence before ``position`` (without the period and any opening
+    punctuation: ``"(Mr."`` gives ``"Mr"``); empty when the text there does not end in a period."""
+    found = _WORD_BEFORE_PERIOD.search(text, max(0, position - 80), position)
+    return _OPENING.sub("", found.group(1)) if found else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _abbreviation(word: str) -> bool:
+    """Whether ``word + "."`` is one of the filter's entries as a whole word: the filter holds after it, and not
+    after the word without its first character (else only a shorter entry matched: "CEO" through "O").
+    An empty word (no period found) keeps the filter's decision."""
+    if not word:
+        return True
+    return _filtered(word) and (len(word) == 1 or not _filtered(word[1:]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _filtered(word: str) -> bool:
+    """Whether ICU's filter removes the break after ``word + "."`` in a plain sentence."""
+    probe = f"Then {word}. Next"
+    cut = len(probe) - len("Next")
+    return cut in _ends(SentenceBreaker, probe, UNFILTERED_LOCALE) and cut not in _ends(
+        SentenceBreaker, probe, SENTENCE_LOCALE
+    )
 
 
 def word_breaks(text: str, codepoints: np.ndarray) -> np.ndarray:

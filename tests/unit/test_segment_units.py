@@ -48,6 +48,15 @@ ABBREVIATIONS_AND_NUMBERS = [
     ("Use tools, e.g. a hammer or a saw. Then rest.", ["Use tools, e.g. a hammer or a saw.", "Then rest."]),
     # A reference word without a number after it may end a sentence.
     ("The crate was marked Fig. The rest was blank.", ["The crate was marked Fig.", "The rest was blank."]),
+    # ICU's abbreviation filter matches its entries ("O.", "T.", "Mr." ...) at the end of longer words: a word is an
+    # abbreviation only as a whole ("CEO." ends in "O.", "LCANT." in "T.", "ZMr." in "Mr.").
+    ("He was named CEO. The firm grew.", ["He was named CEO.", "The firm grew."]),
+    ("We met at MIT. Then we left.", ["We met at MIT.", "Then we left."]),
+    ("VAR UWCCT = VAR LCANT. There is a gap.", ["VAR UWCCT = VAR LCANT.", "There is a gap."]),
+    ("Ask for ZMr. Then wait.", ["Ask for ZMr.", "Then wait."]),
+    # ... while whole entries of CLDR's list (not in our own list above) still do not end one.
+    ("See the Misc. Items here. Then go.", ["See the Misc. Items here.", "Then go."]),
+    ("Take (Alt. Route) home. Then rest.", ["Take (Alt. Route) home.", "Then rest."]),
 ]
 
 OTHER_SCRIPTS = [
