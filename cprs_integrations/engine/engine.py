@@ -562,7 +562,7 @@ class CPRSEngine:
         results = select_results(state.scores(), options, original_tokens=plan.original_tokens)
         # a text kept whole (its budget holds it) has nothing to gain and no evidence to give
         results = [replace(r, text="", spans=()) if r.text == r.source else r for r in results]
-        evidence = evidence_of(results)
+        evidence = evidence_of(results, plan.query)
         if not evidence or evidence == state.evidence:
             return None
         offsets = [t.offsets for t in plan.tokenized]
@@ -570,6 +570,7 @@ class CPRSEngine:
         if not candidates:
             return None
         query = hop_query(plan.query, evidence)
+        plan.lexical_query = query  # the scores now answer it: BM25 fusion reads the evidence's terms too
         layout = self.critic.prompt_layout(
             _instruction(options, self.critic.kind), query, max_prefix_tokens=self.window_tokens // 2
         )
@@ -720,6 +721,8 @@ class _Plan:
     scored: np.ndarray | None = None
     #: Tokens of each text under the options' counter, when the coarse filter needed them (selection reuses them).
     original_tokens: list[int] | None = None
+    #: The query of the last pass, when further passes ran (``hops``): the scores answer it, so BM25 fusion uses it.
+    lexical_query: str = ""
 
     def scored_windows(self) -> list[tuple[int, int, int]]:
         """The windows the critic scores, in order."""
@@ -759,7 +762,7 @@ class _Plan:
                 text=text,
                 offsets=tok.offsets,
                 probs=np.concatenate(parts) if parts else np.zeros((0, 4), np.float32),
-                query=self.query,
+                query=self.lexical_query or self.query,
             )
             for text, tok, parts in zip(self.texts, self.tokenized, per_text)
         ]

@@ -5,16 +5,22 @@ the next link of a variable chain: ``VAR B = VAR A`` says nothing about the valu
 sentence. With ``hops=h`` (``CompressionOptions.hops``, budget mode), after the first pass the engine repeats up to
 ``h - 1`` times:
 
-1. **Evidence.** Select under the call's budget with the scores so far; the kept spans the critic would keep on its
-   own (keep score of at least :data:`EVIDENCE_MIN_SCORE`; else the best one alone), best first, at most
-   :data:`EVIDENCE_SPANS` and :data:`EVIDENCE_CHARS` characters in all, join the query:
-   :func:`~cprs_integrations.engine.prompts.hop_query` (the critic was trained with this form: ``training/hard_tasks``).
+1. **Evidence.** Select under the call's budget with the scores so far. When the query holds a rare key term (an
+   identifier or number occurring at most :data:`CHASE_WINDOWS` times in the texts) and kept spans share one, the
+   evidence is the kept spans linked to the query through such terms (sharing one with the query or with a span
+   linked already): a link of a decoy chain looks as much like an answer to the critic as a true one, but shares no
+   name with the asked value. Else it is the kept spans the critic would keep on its own (keep score of at least
+   :data:`EVIDENCE_MIN_SCORE`; else the best one alone). Best first, at most :data:`EVIDENCE_SPANS` and
+   :data:`EVIDENCE_CHARS` characters in all, it joins the query: :func:`~cprs_integrations.engine.prompts.hop_query`
+   (the critic was trained with this form: ``training/hard_tasks``).
 2. **Candidates.** Only windows that hold a kept span, plus windows holding a key term of the evidence that the
    query lacks (an identifier or number found in at most :data:`CHASE_WINDOWS` windows: the next link of a chain,
    even in a window the coarse filter skipped), are scored again; the rest keep their scores.
 3. **Rescoring.** The candidates' scores are replaced by the new pass's (windows too long for the longer prefix are
-   scored in pieces). The loop ends early when a pass would carry the same evidence as the last one, or when every
-   text is kept whole (its budget holds it: nothing to gain).
+   scored in pieces), and budget mode's BM25 fusion now reads the new pass's query (query and evidence): a unit
+   naming what the evidence names ranks higher, as in query expansion by relevance feedback. The loop ends early
+   when a pass would carry the same evidence as the last one, or when every text is kept whole (its budget holds
+   it: nothing to gain).
 
 Budget rules are unchanged: the last scores go through the same selection. Cost: each extra pass scores about the
 windows the budget keeps (measured in ``benchmarks/critic_dev.py``, section ``cost``). No torch here.
@@ -42,22 +48,26 @@ EVIDENCE_MIN_SCORE = 0.5
 CHASE_WINDOWS = 4
 
 
-def evidence_of(results: Sequence[CompressionResult]) -> list[str]:
-    """The best kept spans of a selection, by keep score (ties: input order), whitespace-normalised: the best one,
-    then those scoring at least :data:`EVIDENCE_MIN_SCORE`, within :data:`EVIDENCE_SPANS` spans and
-    :data:`EVIDENCE_CHARS` characters (a longer first span is cut)."""
+def evidence_of(results: Sequence[CompressionResult], query: str = "") -> list[str]:
+    """The evidence of the next pass (rule 1 above): kept spans, whitespace-normalised, best keep score first (ties:
+    input order), within :data:`EVIDENCE_SPANS` spans and :data:`EVIDENCE_CHARS` characters (a longer first span is
+    cut).
+
+    Which spans: those linked to the query (:func:`linked_spans`) when the query has a rare key term and a kept span
+    shares it; else the best span and those scoring at least :data:`EVIDENCE_MIN_SCORE`.
+    """
     ranked = sorted(
         ((span.score, t, i) for t, r in enumerate(results) for i, span in enumerate(r.spans)),
         key=lambda item: (-item[0], item[1], item[2]),
     )
+    texts = [" ".join(results[t].spans[i].slice_of(results[t].source).split()) for _, t, i in ranked]
+    candidates = [(text, score) for text, (score, _, _) in zip(texts, ranked) if text]
+    chosen = linked_spans([text for text, _ in candidates], query, [r.source for r in results])
+    if not chosen:
+        chosen = [text for k, (text, score) in enumerate(candidates) if k == 0 or score >= EVIDENCE_MIN_SCORE]
     evidence: list[str] = []
     used = 0
-    for score, t, i in ranked:
-        if evidence and score < EVIDENCE_MIN_SCORE:
-            break
-        text = " ".join(results[t].spans[i].slice_of(results[t].source).split())
-        if not text:
-            continue
+    for text in chosen:
         if evidence and used + len(text) > EVIDENCE_CHARS:
             break
         evidence.append(text[: EVIDENCE_CHARS - used])
@@ -65,6 +75,53 @@ def evidence_of(results: Sequence[CompressionResult]) -> list[str]:
         if len(evidence) == EVIDENCE_SPANS or used >= EVIDENCE_CHARS:
             break
     return evidence
+
+
+def linked_spans(spans: Sequence[str], query: str, sources: Sequence[str]) -> list[str]:
+    """The spans (in their order) linked to the query: sharing a rare key term with it, or with a span linked
+    already (to any depth). A term is rare when it occurs, as a whole word, at most :data:`CHASE_WINDOWS` times in
+    ``sources``. Empty when the query has no rare term or no span shares one.
+
+    Examples:
+        >>> text = "VAR QA = 71. VAR QB = VAR QA. VAR QX = 95. VAR QY = VAR QX."
+        >>> linked_spans(["VAR QY = VAR QX.", "VAR QB = VAR QA.", "VAR QA = 71."], "Which variables equal 71?", [text])
+        ['VAR QB = VAR QA.', 'VAR QA = 71.']
+    """
+    rare: dict[str, bool] = {}
+
+    def rare_terms(text: str) -> set[str]:
+        for term in key_terms(text):
+            if term not in rare:
+                rare[term] = 0 < _occurrences(term, sources, CHASE_WINDOWS + 1) <= CHASE_WINDOWS
+        return {term for term in key_terms(text) if rare[term]}
+
+    reached = rare_terms(query)
+    if not reached:
+        return []
+    terms = [rare_terms(span) for span in spans]
+    linked: set[int] = set()
+    while grown := [k for k, own in enumerate(terms) if k not in linked and own & reached]:
+        for k in grown:
+            linked.add(k)
+            reached |= terms[k]
+    return [span for k, span in enumerate(spans) if k in linked]
+
+
+def _occurrences(term: str, sources: Sequence[str], limit: int) -> int:
+    """Whole-word, case-insensitive occurrences of ``term`` in ``sources``, counted up to ``limit``."""
+    pattern = _whole_word(term)
+    found = 0
+    for source in sources:
+        for _ in pattern.finditer(source):
+            found += 1
+            if found >= limit:
+                return found
+    return found
+
+
+def _whole_word(term: str) -> re.Pattern[str]:
+    """``term`` as a whole word, case-insensitive, on the original text (lower-casing may change a text's length)."""
+    return re.compile(r"(?<!\w)" + re.escape(term) + r"(?!\w)", re.IGNORECASE)
 
 
 def candidate_windows(
@@ -93,8 +150,7 @@ def candidate_windows(
     asked = set(key_terms(query))
     terms = [term for term in key_terms(" ".join(evidence)) if term not in asked]
     for term in terms:
-        # the whole term, on the original text (lower-casing may change a text's length)
-        pattern = re.compile(r"(?<!\w)" + re.escape(term) + r"(?!\w)", re.IGNORECASE)
+        pattern = _whole_word(term)
         holding: set[int] = set()
         for mine, result in zip(per_text, results):
             for match in pattern.finditer(result.source):

@@ -10,7 +10,13 @@ import pytest
 
 from cprs_integrations import CompressionOptions
 from cprs_integrations.engine import coarse
-from cprs_integrations.engine.multi_hop import EVIDENCE_CHARS, EVIDENCE_SPANS, candidate_windows, evidence_of
+from cprs_integrations.engine.multi_hop import (
+    CHASE_WINDOWS,
+    EVIDENCE_CHARS,
+    EVIDENCE_SPANS,
+    candidate_windows,
+    evidence_of,
+)
 from cprs_integrations.engine.prompts import hop_query
 from cprs_integrations.engine.result import CompressionResult, KeptSpan
 from tests.unit.fakes import KeywordCritic
@@ -208,6 +214,36 @@ def test_evidence_is_the_best_spans_within_the_limits():
     assert len(cut) == EVIDENCE_CHARS, "a first span longer than the limit is cut"
     many = _result("abcdefghij" * 3, [(i, i + 2, 0.5) for i in range(0, 30, 3)])
     assert len(evidence_of([many])) == EVIDENCE_SPANS
+
+
+def test_evidence_is_what_links_to_a_rare_term_of_the_query():
+    """A decoy chain's links look as much like answers as the true ones (here they score higher): when the query
+    names a rare term, only the kept spans linked to it through rare terms are evidence, best first."""
+    true = ["VAR QA = 58271.", "VAR QB = VAR QA."]
+    decoy = ["VAR QX = 11111.", "VAR QY = VAR QX."]
+    source = " ".join([decoy[1], true[1], decoy[0], true[0], "Filler words here."])
+    spans = [
+        (source.index(t), source.index(t) + len(t), score) for t, score in zip(decoy + true, [0.99, 0.98, 0.7, 0.6])
+    ]
+    result = _result(source, sorted(spans))
+    assert evidence_of([result], "Which variables equal 58271?") == ["VAR QA = 58271.", "VAR QB = VAR QA."]
+    assert evidence_of([result], "Which variables are set?")[:2] == decoy, "no rare term in the query: by score"
+    assert evidence_of([result], "Which variables equal 424242?")[:2] == decoy, "no kept span shares the term"
+    common = _result(source + " 58271" * CHASE_WINDOWS, sorted(spans))
+    assert evidence_of([common], "Which variables equal 58271?")[:2] == decoy, "a frequent term links nothing"
+
+
+def test_later_passes_fuse_bm25_with_the_query_and_its_evidence(engine):
+    """After a further pass the scores answer the query with its evidence: ``TokenScores.query`` says so, and
+    budget mode's BM25 reads it (select on the returned scores equals compress)."""
+    text = chain_text()
+    budget = budget_for()
+    [one] = engine.score(QUERY, [text], target_tokens=budget)
+    [two] = engine.score(QUERY, [text], target_tokens=budget, hops=2)
+    assert one.query == QUERY
+    assert two.query == hop_query(QUERY, [FIRST_HOP])
+    [compressed] = engine.compress(QUERY, [text], target_tokens=budget, hops=2)
+    assert engine.select([two], target_tokens=budget)[0].spans == compressed.spans
 
 
 def test_candidates_are_windows_with_kept_spans_and_rare_evidence_terms():
