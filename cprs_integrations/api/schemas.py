@@ -216,21 +216,28 @@ class TokenScoresJSON(BaseModel):
         description="[B, I, O, E] probabilities of each critic token (float32 values, written exactly); null for a "
         "token the critic did not read (its window was skipped by the coarse filter)."
     )
+    query: str | None = Field(
+        default=None,
+        description="The query the probabilities answer when it is not the request's (after further passes, hops: "
+        "the query with its evidence, which budget mode's BM25 fusion reads); null otherwise.",
+    )
 
     @classmethod
-    def from_scores(cls, scores: TokenScores) -> TokenScoresJSON:
-        """The JSON form of ``scores`` (NaN rows, tokens not read, become ``null``)."""
+    def from_scores(cls, scores: TokenScores, query: str) -> TokenScoresJSON:
+        """The JSON form of ``scores`` for a request with ``query`` (NaN rows, tokens not read, become ``null``)."""
         probs: list[list[float] | None] = scores.probs.tolist()
         for i in np.flatnonzero(unread_rows(scores.probs)).tolist():
             probs[i] = None
-        return cls.model_construct(offsets=scores.offsets.tolist(), probs=probs)
+        answered = None if scores.query == query else scores.query
+        return cls.model_construct(offsets=scores.offsets.tolist(), probs=probs, query=answered)
 
     def to_scores(self, text: str, query: str) -> TokenScores:
-        """The :class:`TokenScores` again, on the caller's own ``text`` (``null`` rows become NaN)."""
+        """The :class:`TokenScores` again, on the caller's own ``text`` and ``query`` (``null`` rows become NaN; the
+        query the scores answer when the server sent one)."""
         offsets = np.asarray(self.offsets, dtype=np.int64).reshape(-1, 2)
         rows = [[math.nan] * 4 if row is None else row for row in self.probs]
         probs = np.asarray(rows, dtype=np.float32).reshape(-1, 4)
-        return TokenScores(text=text, offsets=offsets, probs=probs, query=query)
+        return TokenScores(text=text, offsets=offsets, probs=probs, query=self.query or query)
 
 
 # --------------------------------------------------------------------------------------------------- requests

@@ -99,7 +99,9 @@ async def score(body: ScoreRequest, request: Request) -> Any:
     )
     _account(request, metrics, "/v1/score", usage.texts, usage.characters, usage.critic_tokens)
     return ScoreResponse(
-        scores=[TokenScoresJSON.from_scores(s) for s in scored], model=_model_name(engine, settings), usage=usage
+        scores=[TokenScoresJSON.from_scores(s, body.query) for s in scored],
+        model=_model_name(engine, settings),
+        usage=usage,
     )
 
 

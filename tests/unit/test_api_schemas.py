@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -75,18 +76,28 @@ def test_token_scores_travel_exactly() -> None:
     rng = np.random.default_rng(0)
     probs = rng.random((7, 4), dtype=np.float32)
     offsets = np.arange(14, dtype=np.int64).reshape(7, 2)
-    wire = TokenScoresJSON.from_scores(TokenScores("t" * 14, offsets, probs, "q")).model_dump_json()
+    wire = TokenScoresJSON.from_scores(TokenScores("t" * 14, offsets, probs, "q"), "q").model_dump_json()
     back = TokenScoresJSON.model_validate_json(wire).to_scores("t" * 14, "q")
     assert np.array_equal(back.probs, probs) and back.probs.dtype == np.float32
     assert np.array_equal(back.offsets, offsets) and back.offsets.dtype == np.int64
+
+
+def test_the_query_the_scores_answer_travels_when_it_is_not_the_requests() -> None:
+    """After further passes (hops) the scores answer the query with its evidence: BM25 fusion must read it."""
+    probs = np.random.default_rng(2).random((3, 4), dtype=np.float32)
+    offsets = np.arange(6, dtype=np.int64).reshape(3, 2)
+    same = TokenScoresJSON.from_scores(TokenScores("t" * 6, offsets, probs, "q"), "q")
+    assert same.query is None and same.to_scores("t" * 6, "q").query == "q"
+    hop = TokenScoresJSON.from_scores(TokenScores("t" * 6, offsets, probs, "q Known facts: f."), "q").model_dump_json()
+    assert TokenScoresJSON.model_validate_json(hop).to_scores("t" * 6, "q").query == "q Known facts: f."
 
 
 def test_tokens_the_critic_did_not_read_travel_as_null() -> None:
     probs = np.random.default_rng(1).random((5, 4), dtype=np.float32)
     probs[1:3] = np.nan  # a window the coarse filter skipped
     offsets = np.arange(10, dtype=np.int64).reshape(5, 2)
-    wire = TokenScoresJSON.from_scores(TokenScores("t" * 10, offsets, probs, "q")).model_dump_json()
-    assert "NaN" not in wire and wire.count("null") == 2
+    wire = TokenScoresJSON.from_scores(TokenScores("t" * 10, offsets, probs, "q"), "q").model_dump_json()
+    assert "NaN" not in wire and json.loads(wire)["probs"].count(None) == 2
     back = TokenScoresJSON.model_validate_json(wire).to_scores("t" * 10, "q")
     assert np.array_equal(back.probs, probs, equal_nan=True)
 
