@@ -562,7 +562,7 @@ class CPRSEngine:
         results = select_results(state.scores(), options, original_tokens=plan.original_tokens)
         # a text kept whole (its budget holds it) has nothing to gain and no evidence to give
         results = [replace(r, text="", spans=()) if r.text == r.source else r for r in results]
-        evidence = evidence_of(results, plan.query)
+        evidence, linked = evidence_of(results, plan.query)
         if not evidence or evidence == state.evidence:
             return None
         offsets = [t.offsets for t in plan.tokenized]
@@ -570,7 +570,7 @@ class CPRSEngine:
         if not candidates:
             return None
         query = hop_query(plan.query, evidence)
-        plan.lexical_query = query  # the scores now answer it: BM25 fusion reads the evidence's terms too
+        plan.lexical_query = query if linked else ""  # rule 3: BM25 reads evidence linked to the query
         layout = self.critic.prompt_layout(
             _instruction(options, self.critic.kind), query, max_prefix_tokens=self.window_tokens // 2
         )

@@ -203,17 +203,17 @@ def test_evidence_is_the_best_spans_within_the_limits():
     source = "Alpha one.  Beta\ntwo. " + "Gamma " * 20 + "end."
     gamma = source.index("Gamma")
     result = _result(source, [(0, 10, 0.4), (12, 21, 0.9), (gamma, len(source), 0.5)])
-    evidence = evidence_of([result])
+    evidence = evidence_of([result]).spans
     assert evidence[0] == "Beta two."  # best first, whitespace normalised
     assert evidence[1].startswith("Gamma Gamma") and len(evidence) == 2, "0.4 < EVIDENCE_MIN_SCORE: not evidence"
     assert sum(len(e) for e in evidence) <= EVIDENCE_CHARS
-    assert evidence_of([_result("", [])]) == []
-    assert evidence_of([_result(source, [(0, 10, 0.1)])]) == ["Alpha one."], "the best span even when weak"
+    assert evidence_of([_result("", [])]).spans == []
+    assert evidence_of([_result(source, [(0, 10, 0.1)])]).spans == ["Alpha one."], "the best span even when weak"
     long = "word " * 500
-    [cut] = evidence_of([_result(long, [(0, len(long), 0.9)])])
+    [cut] = evidence_of([_result(long, [(0, len(long), 0.9)])]).spans
     assert len(cut) == EVIDENCE_CHARS, "a first span longer than the limit is cut"
     many = _result("abcdefghij" * 3, [(i, i + 2, 0.5) for i in range(0, 30, 3)])
-    assert len(evidence_of([many])) == EVIDENCE_SPANS
+    assert len(evidence_of([many]).spans) == EVIDENCE_SPANS
 
 
 def test_evidence_is_what_links_to_a_rare_term_of_the_query():
@@ -226,24 +226,30 @@ def test_evidence_is_what_links_to_a_rare_term_of_the_query():
         (source.index(t), source.index(t) + len(t), score) for t, score in zip(decoy + true, [0.99, 0.98, 0.7, 0.6])
     ]
     result = _result(source, sorted(spans))
-    assert evidence_of([result], "Which variables equal 58271?") == ["VAR QA = 58271.", "VAR QB = VAR QA."]
-    assert evidence_of([result], "Which variables are set?")[:2] == decoy, "no rare term in the query: by score"
-    assert evidence_of([result], "Which variables equal 424242?")[:2] == decoy, "no kept span shares the term"
+    assert evidence_of([result], "Which variables equal 58271?") == (["VAR QA = 58271.", "VAR QB = VAR QA."], True)
+    assert not evidence_of([result], "Which variables are set?").linked
+    assert evidence_of([result], "Which variables are set?").spans[:2] == decoy, "no rare term in the query: by score"
+    assert evidence_of([result], "Which variables equal 424242?").spans[:2] == decoy, "no kept span shares the term"
     common = _result(source + " 58271" * CHASE_WINDOWS, sorted(spans))
-    assert evidence_of([common], "Which variables equal 58271?")[:2] == decoy, "a frequent term links nothing"
+    assert evidence_of([common], "Which variables equal 58271?").spans[:2] == decoy, "a frequent term links nothing"
 
 
-def test_later_passes_fuse_bm25_with_the_query_and_its_evidence(engine):
-    """After a further pass the scores answer the query with its evidence: ``TokenScores.query`` says so, and
-    budget mode's BM25 reads it (select on the returned scores equals compress)."""
-    text = chain_text()
+def test_later_passes_fuse_bm25_with_linked_evidence_only(engine):
+    """When the evidence is linked to a rare term of the query, the scores answer the query with its evidence:
+    ``TokenScores.query`` says so and budget mode's BM25 reads it (select on the returned scores equals compress).
+    Unlinked evidence (a question in prose) leaves BM25 on the query alone."""
+    asked = "Where does KESTREL_4 point?"
+    first = "KESTREL_4 points to MARMOT_7 today."
+    text = chain_text().replace(FIRST_HOP, first)
     budget = budget_for()
-    [one] = engine.score(QUERY, [text], target_tokens=budget)
-    [two] = engine.score(QUERY, [text], target_tokens=budget, hops=2)
-    assert one.query == QUERY
-    assert two.query == hop_query(QUERY, [FIRST_HOP])
-    [compressed] = engine.compress(QUERY, [text], target_tokens=budget, hops=2)
+    [one] = engine.score(asked, [text], target_tokens=budget)
+    [two] = engine.score(asked, [text], target_tokens=budget, hops=2)
+    assert one.query == asked
+    assert two.query.startswith(hop_query(asked, ["x"])[:-1]) and first in two.query  # kept spans may be merged
+    [compressed] = engine.compress(asked, [text], target_tokens=budget, hops=2)
     assert engine.select([two], target_tokens=budget)[0].spans == compressed.spans
+    [prose] = engine.score(QUERY, [chain_text()], target_tokens=budget, hops=2)
+    assert prose.query == QUERY
 
 
 def test_candidates_are_windows_with_kept_spans_and_rare_evidence_terms():
