@@ -218,8 +218,9 @@ class TokenScoresJSON(BaseModel):
     )
     query: str | None = Field(
         default=None,
-        description="The query the probabilities answer when it is not the request's (after further passes, hops: "
-        "the query with its evidence, which budget mode's BM25 fusion reads); null otherwise.",
+        description="The query the probabilities answer when it is not the request's (after further passes, hops, "
+        "with evidence linked to the query: the query with its evidence, which budget mode's BM25 fusion reads); "
+        "null otherwise.",
     )
 
     @classmethod

@@ -721,7 +721,7 @@ class _Plan:
     scored: np.ndarray | None = None
     #: Tokens of each text under the options' counter, when the coarse filter needed them (selection reuses them).
     original_tokens: list[int] | None = None
-    #: The query of the last pass, when further passes ran (``hops``): the scores answer it, so BM25 fusion uses it.
+    #: The query BM25 fusion reads after further passes whose evidence is linked to the query (multi_hop rule 3).
     lexical_query: str = ""
 
     def scored_windows(self) -> list[tuple[int, int, int]]:

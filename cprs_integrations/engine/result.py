@@ -22,8 +22,9 @@ class TokenScores:
         offsets: ``(n, 2)`` int64 character offsets of the critic's tokens in ``text``.
         probs: ``(n, 4)`` float32 B/I/O/E probabilities of those tokens; NaN rows for tokens the critic did not
             read (windows the coarse filter skipped: ``coarse_filter="off"`` reads every token).
-        query: The query the text was scored for (BM25 fusion needs it); after further passes (``hops``), the last
-            pass's: the query and its evidence (:func:`~cprs_integrations.engine.prompts.hop_query`).
+        query: The query the text was scored for (BM25 fusion needs it); after further passes (``hops``) whose
+            evidence is linked to the query (:mod:`~cprs_integrations.engine.multi_hop`, rule 3), the last pass's:
+            the query and its evidence (:func:`~cprs_integrations.engine.prompts.hop_query`).
     """
 
     text: str
