@@ -219,7 +219,8 @@ class TokenScoresJSON(BaseModel):
     query: str | None = Field(
         default=None,
         description="The query the probabilities answer when it is not the request's (after further passes, hops, "
-        "with evidence linked to the query: the query with its evidence, which budget mode's BM25 fusion reads); "
+        "with evidence linked to the query: the query and the evidence's key terms, which budget mode's BM25 "
+        "fusion reads); "
         "null otherwise.",
     )
 

@@ -19,7 +19,7 @@ from cprs_integrations.engine import coarse
 from cprs_integrations.engine.budget import resolve_token_counter
 from cprs_integrations.engine.coarse import Embed, choose_windows, windows_to_keep
 from cprs_integrations.engine.inputs import check_query, check_texts
-from cprs_integrations.engine.multi_hop import candidate_windows, evidence_of
+from cprs_integrations.engine.multi_hop import candidate_windows, evidence_of, lexical_query
 from cprs_integrations.engine.options import DEFAULT_TARGET_RATIO, CompressionOptions
 from cprs_integrations.engine.prepared import (
     DEFAULT_CACHE_SENTENCES,
@@ -570,7 +570,7 @@ class CPRSEngine:
         if not candidates:
             return None
         query = hop_query(plan.query, evidence)
-        plan.lexical_query = query if linked else ""  # rule 3: BM25 reads evidence linked to the query
+        plan.lexical_query = lexical_query(plan.query, evidence) if linked else ""  # rule 3
         layout = self.critic.prompt_layout(
             _instruction(options, self.critic.kind), query, max_prefix_tokens=self.window_tokens // 2
         )

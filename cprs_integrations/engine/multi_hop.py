@@ -17,12 +17,13 @@ sentence. With ``hops=h`` (``CompressionOptions.hops``, budget mode), after the 
    query lacks (an identifier or number found in at most :data:`CHASE_WINDOWS` windows: the next link of a chain,
    even in a window the coarse filter skipped), are scored again; the rest keep their scores.
 3. **Rescoring.** The candidates' scores are replaced by the new pass's (windows too long for the longer prefix are
-   scored in pieces). When the evidence is linked to the query (rule 1), budget mode's BM25 fusion reads the new
-   pass's query too (query and evidence): a unit naming what the evidence names ranks higher, as in query expansion
-   by relevance feedback. Not with unlinked evidence: on HotpotQA test (first 300, ``hops=2``, 10x) BM25 on the
-   query and the critic's best spans gave 0.748, on the query alone 0.774. The loop ends early
-   when a pass would carry the same evidence as the last one, or when every text is kept whole (its budget holds
-   it: nothing to gain).
+   scored in pieces). When the evidence is linked to the query (rule 1), budget mode's BM25 fusion reads the query
+   and the evidence's key terms (:func:`lexical_query`): a unit naming what the evidence names ranks higher, as in
+   query expansion by relevance feedback (the critic rates every chain link alike; this is what pulls the next one
+   in). Only key terms, only linked evidence: on HotpotQA test (first 300, ``hops=2``, 10x) BM25 on the query and
+   every word of unlinked evidence gave 0.748, of linked evidence 0.764, its key terms 0.768, the query alone 0.774.
+   The loop ends early when a pass would carry the same evidence as the last one, or when every text is kept whole
+   (its budget holds it: nothing to gain).
 
 Budget rules are unchanged: the last scores go through the same selection. Cost: each extra pass scores about the
 windows the budget keeps (measured in ``benchmarks/critic_dev.py``, section ``cost``). No torch here.
@@ -88,6 +89,16 @@ def evidence_of(results: Sequence[CompressionResult], query: str = "") -> Eviden
         if len(evidence) == EVIDENCE_SPANS or used >= EVIDENCE_CHARS:
             break
     return Evidence(evidence, linked)
+
+
+def lexical_query(query: str, evidence: Sequence[str]) -> str:
+    """What BM25 fusion reads after a pass with linked evidence: the query and the evidence's key terms.
+
+    Examples:
+        >>> lexical_query("Which variables equal 71?", ["VAR QA = 71.", "VAR QB = VAR QA."])
+        'Which variables equal 71? var qa 71 qb'
+    """
+    return " ".join([query, *key_terms(" ".join(evidence))])
 
 
 def linked_spans(spans: Sequence[str], query: str, sources: Sequence[str]) -> list[str]:

@@ -23,8 +23,8 @@ class TokenScores:
         probs: ``(n, 4)`` float32 B/I/O/E probabilities of those tokens; NaN rows for tokens the critic did not
             read (windows the coarse filter skipped: ``coarse_filter="off"`` reads every token).
         query: The query the text was scored for (BM25 fusion needs it); after further passes (``hops``) whose
-            evidence is linked to the query (:mod:`~cprs_integrations.engine.multi_hop`, rule 3), the last pass's:
-            the query and its evidence (:func:`~cprs_integrations.engine.prompts.hop_query`).
+            evidence is linked to the query, what BM25 reads: the query and the evidence's key terms
+            (:func:`~cprs_integrations.engine.multi_hop.lexical_query`).
     """
 
     text: str
