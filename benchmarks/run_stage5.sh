@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage 5 of the default critic (issue 14), one script, nothing else on the CPU while it runs (prepared 2026-12-02,
-# not yet run: that day's machine had no AMX, where a pass of the critic ran about 5x slower than with AMX):
+# not yet run: that day's machine had no AMX, where a pass of the critic in bf16 ran about 5x slower than with AMX):
 #   1. train stage 4 again (configs/stage4.json and its seed; check the loss log against the model card's to see
 #      whether it remade the same run; about 65 minutes on a
 #      2-core AMX CPU; --resume continues a run cut short);

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda > mps > cpu); an explicit device that is missing is an error"
-DTYPE_HELP = "auto (bf16 on CPUs with AMX / AVX-512-BF16, fp16 for decoder critics on GPU, else fp32) or a dtype name"
+DTYPE_HELP = "auto (bf16 on CPUs with AMX, fp16 for decoder critics on GPU, else fp32) or a dtype name"
 
 #: Command-line flags of the compression options: flag -> (option name, argparse type). Help and choices come from
 #: :class:`CompressionOptions`, where each option is declared.

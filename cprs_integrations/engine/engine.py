@@ -158,7 +158,7 @@ class CPRSEngine:
             model: A local folder or hub id of a CPRS critic; ``None`` loads the embedded default (MiniLM, CPU).
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; ``None`` picks cuda > mps > cpu. An explicit
                 device that is not available is an error.
-            dtype: ``"auto"`` (bf16 on GPU and on CPUs with AMX / AVX-512-BF16, else fp32), or a dtype name.
+            dtype: ``"auto"`` (bf16 on GPU and on CPUs with AMX, else fp32), or a dtype name.
             window_tokens: Tokens per window including the prefix (default 8192 for Qwen2 critics, the position
                 limit for encoders).
             batch_size: Windows per forward pass.

@@ -68,13 +68,30 @@ def resolve_device(device: str | Any | None) -> str:
 
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
-    """True when this CPU has AMX or AVX-512 BF16 instructions (bf16 matmuls then beat fp32 by ~2-3x)."""
+    """True when this CPU has AMX (``amx_bf16`` in ``/proc/cpuinfo``): see :func:`bf16_is_fast`."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = next((line for line in f if line.startswith("flags")), "")
     except OSError:
         return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    return bf16_is_fast(flags)
+
+
+def bf16_is_fast(flags: str) -> bool:
+    """Whether bf16 beats fp32 for the critic on a CPU with these ``/proc/cpuinfo`` flags: only with AMX.
+
+    Measured: on a 2-core Xeon with AMX, bf16 ran the MiniLM critic about 2.5x faster than fp32; on a 2-core Xeon
+    with AVX-512-BF16 but no AMX, ``compress`` of a 120K-character essay at 10x (2 threads, best of 3-5, torch
+    2.13.0, 2026-12-02, ``python -m benchmarks.cpu_dtype``) ran at 0.75x-0.90x of fp32's speed in four runs. On AVX2
+    alone bf16 is far slower.
+
+    Examples:
+        >>> bf16_is_fast("flags : fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile")
+        True
+        >>> bf16_is_fast("flags : fpu avx2 avx512f avx512_bf16")
+        False
+    """
+    return "amx_bf16" in flags.split()
 
 
 def resolve_dtype(dtype: str | Any, device: str, critic_kind: str = "encoder") -> Any:
@@ -83,7 +100,8 @@ def resolve_dtype(dtype: str | Any, device: str, critic_kind: str = "encoder") -
     ``"auto"``: on CUDA, float16 for decoder critics (the official QwenLong-CPRS server runs the released model in
     fp16: bf16 moves its probabilities by about 0.013 and flips about one argmax in 231; ask for bfloat16
     explicitly if you prefer it), bfloat16 for encoder critics where supported (else float16); bfloat16 on a CPU
-    with AMX / AVX-512-BF16 (measured ~2.5x faster here with the same metrics); float32 elsewhere.
+    with AMX (measured ~2.5x faster, same metrics; :func:`bf16_is_fast`); float32 elsewhere, AVX-512-BF16 without
+    AMX included (bf16 was 0.75-0.90x of fp32's speed there).
 
     Raises:
         ValueError: for an unknown dtype name.

@@ -63,7 +63,7 @@ class TrainConfig:
     data_sha256: str | None = None  # sha256 of ``data`` when the run started; a changed file is refused
     holdout: float = 0.1  # share of the user's records held out (a hash of each record, not the seed)
     checkpoint_minutes: float = 10.0
-    bf16: bool = False  # only on CPUs with AMX / AVX-512-BF16: elsewhere bf16 autocast is ~20x slower
+    bf16: bool = False  # only on CPUs with AMX (devices.bf16_is_fast); ~20x slower on AVX2
     threads: int = 2
     log_every: int = 25
 
