@@ -1,9 +1,9 @@
 """bf16 against fp32 for the embedded critic on this CPU: what ``dtype="auto"`` should choose here.
 
 One process, both engines loaded, calls interleaved (fp32, bf16, fp32, ...), best of ``--repeats`` each:
-``compress`` of one essay (``--chars`` characters of the bundled Paul Graham essays) at 10x. Prints and writes the
-seconds, ``bf16 speedup`` (fp32 seconds / bf16 seconds: above 1 means bf16 is faster), the CPU flags that matter and
-what ``dtype="auto"`` chooses (``models.devices.bf16_is_fast``).
+``compress`` of one essay (``--chars`` characters of the bundled Paul Graham essays) at 10x. Prints the seconds,
+``bf16 speedup`` (fp32 seconds / bf16 seconds: above 1 means bf16 is faster) and what ``dtype="auto"`` chooses
+(``models.devices.bf16_is_fast``); the JSON file adds the machine (CPU model and flags).
 
     python -m benchmarks.cpu_dtype                  # -> benchmarks/results/cpu_dtype.json
 """
