@@ -3,7 +3,9 @@
 # not yet run: that day's machine had no AMX, where a pass of the critic in bf16 ran about 5x slower than with AMX):
 #   1. train stage 4 again (configs/stage4.json and its seed; check the loss log against the model card's to see
 #      whether it remade the same run; about 65 minutes in bf16 on a 2-core AMX CPU; without AMX set "bf16": false
-#      (fp32 about 2.0 s a step there: about 100 minutes); --resume continues a run cut short);
+#      (fp32 about 2.0 s a step on a 2-core Xeon with AVX-512-BF16: about 100 minutes; 3.4 s a step on a 2-core AMD
+#      EPYC with AVX2 only, measured 2026-12-02: about 170 minutes, more than a session); --resume continues a run
+#      cut short);
 #   2. WiSE-FT: average it with the shipped critic at each ALPHA (cprs_integrations/training/interpolate.py);
 #   3. evaluate each average as run_stage4_eval.sh does, in two single-threaded lanes: the small sets of the quality
 #      benchmark first (stage 4 lost a question there), then HotpotQA dev / test-300, paraphrase, SQuAD and chains.
