@@ -21,11 +21,15 @@ queries share a forward pass. How batches are formed, after text-embeddings-infe
   call's error never fails another call's windows. A cancelled call's queued windows are withdrawn.
 
 Worker threads (one per critic: the critic and each replica) start on the first submission and again in a child
-process after a fork (servers that fork after import).
+process after a fork (servers that fork after import). At interpreter exit every scheduler is closed before Python
+finalizes: a daemon thread still inside a torch call then would abort the process ("terminate called without an
+active exception", exit code 134; pytorch/pytorch#38228), so the running batch finishes and queued calls fail with
+:class:`CallCancelledError`.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
@@ -461,5 +465,12 @@ def _after_fork_in_child() -> None:
         scheduler._reset_after_fork()
 
 
+def _close_at_exit() -> None:
+    # atexit callbacks run before finalization kills daemon threads: no worker may be inside torch by then.
+    for scheduler in list(_SCHEDULERS):
+        scheduler.close()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_at_exit)

@@ -246,3 +246,40 @@ async def test_ascore_equals_score_and_cancelling_it_withdraws_its_windows(minil
         await task
     await asyncio.sleep(0.1)
     assert engine.stats()["queued_windows"] == 0
+
+
+EXIT_WHILE_SCORING = """
+import sys, threading, time
+from cprs_integrations import CPRSEngine
+from cprs_integrations.training.data import essay_text
+
+engine = CPRSEngine.from_pretrained(sys.argv[1], device="cpu", dtype="float32", window_tokens=64)
+caller = threading.Thread(
+    target=engine.compress, args=("what did he say about startups?", [essay_text()[:20000]] * 4), daemon=True
+)
+caller.start()
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    stats = engine.stats()
+    if stats["windows"] > 0 and stats["queued_windows"] > 0:
+        print("exiting while scoring", flush=True)
+        break
+    time.sleep(0.005)
+"""
+
+
+def test_the_process_exits_cleanly_while_a_worker_is_scoring(tiny_encoder_dir):
+    # A daemon worker inside torch when Python finalizes aborted the process (exit code 134, "terminate called
+    # without an active exception", pytorch/pytorch#38228): the schedulers are closed at exit.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WHILE_SCORING, str(tiny_encoder_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "exiting while scoring" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "terminate called" not in done.stderr
