@@ -23,8 +23,8 @@ queries share a forward pass. How batches are formed, after text-embeddings-infe
 Worker threads (one per critic: the critic and each replica) start on the first submission and again in a child
 process after a fork (servers that fork after import). At interpreter exit every scheduler is closed before Python
 finalizes: a daemon thread still inside a torch call then would abort the process ("terminate called without an
-active exception", exit code 134; pytorch/pytorch#38228), so the running batch finishes and queued calls fail with
-:class:`CallCancelledError`.
+active exception", exit code 134; pytorch/pytorch#38228), so a running batch finishes (each worker is waited for up
+to :data:`CLOSE_WAIT_S`) and queued calls fail with :class:`CallCancelledError`.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 POOL_CALLS_PER_ROW = 4
 #: How often an idle worker wakes to check that its scheduler still exists (seconds).
 IDLE_POLL_S = 1.0
+#: Seconds :meth:`BatchScheduler.close` waits for each worker's running batch.
+CLOSE_WAIT_S = 10.0
 #: Default wait for a fuller batch, in milliseconds (a few ms: far below one forward pass of a 512-token window).
 DEFAULT_MAX_WAIT_MS = 2.0
 
@@ -324,7 +326,7 @@ class BatchScheduler:
             self._fail(call, CallCancelledError("the engine was closed before these windows were scored"))
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout=10)
+                thread.join(timeout=CLOSE_WAIT_S)
         with self._lock:
             self._threads = []
             self._closing = False
