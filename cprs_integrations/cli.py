@@ -261,6 +261,8 @@ def _train(args: argparse.Namespace) -> int:
         config.init_from = args.init_from
     if args.threads is not None:
         config.threads = args.threads
+    if args.device is not None:
+        config.device = args.device
     train(
         config,
         args.output,
@@ -283,6 +285,7 @@ def _fine_tune(args: argparse.Namespace) -> int:
         holdout=DEFAULT_HOLDOUT if args.holdout is None else args.holdout,
         seed=args.seed,
         threads=args.threads,
+        device=args.device,
     )
     report = fine_tune(
         config,
@@ -551,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout", type=float, default=None, help="--data: share of records held out for the report (default: 0.1)"
     )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's, 2)")
+    train.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: the config's, cpu); a missing one is an error"
+    )
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
     train.add_argument("--stop-after-minutes", type=float, default=None, help="save and stop after this long")
     train.add_argument("--stop-at-step", type=int, default=None, help="finish early (LR schedule unchanged)")

@@ -42,6 +42,7 @@ def fine_tune_config(
     seed: int | None = None,
     threads: int | None = None,
     recipe: str | Path = USER_RECIPE,
+    device: str | None = None,
 ) -> TrainConfig:
     """The training config of a fine-tune on ``data`` (checked here, before any training).
 
@@ -52,17 +53,23 @@ def fine_tune_config(
         holdout: Share of records held out for the report.
         seed: Seed of the data order and the head's initialisation (default: the recipe's).
         threads: torch CPU threads (default: the recipe's, 2).
+        device: Where to train: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (default: the recipe's, cpu).
         recipe: A config file with the other settings.
 
     Raises:
-        ValueError: a bad record (line and field named), ``epochs < 1``, a bad ``holdout``.
+        ValueError: a bad record (line and field named), ``epochs < 1``, a bad ``holdout``, a ``device`` that is
+            not available here.
         FileNotFoundError: no data file, or no critic at ``init_from``.
     """
+    from cprs_integrations.models.devices import resolve_device
     from cprs_integrations.models.encoder import EncoderCritic
     from cprs_integrations.models.loading import default_critic_path
 
     if epochs < 1:
         raise ValueError(f"epochs={epochs!r}: expected at least 1")
+    if device is not None:
+        resolve_device(device)  # checked before the records are read
+
     train_records, _ = split_records(read_records(data), holdout)  # every record checked here
     start = Path(init_from) if init_from is not None else default_critic_path()
     config = TrainConfig.from_file(recipe)
@@ -74,6 +81,7 @@ def fine_tune_config(
         holdout=holdout,
         seed=config.seed if seed is None else seed,
         threads=config.threads if threads is None else threads,
+        device=config.device if device is None else device,
     )
     model, tokenizer = new_critic_model(config)
     positions = int(getattr(model.config, "max_position_embeddings", config.window_tokens))

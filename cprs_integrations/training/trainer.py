@@ -1,11 +1,12 @@
-"""Train an encoder critic (the embedded default) on CPU: ``cprs train --config FILE --output DIR``.
+"""Train an encoder critic (the embedded default) on CPU or a GPU: ``cprs train --config FILE --output DIR``.
 
 Recipe (see the model card): HotpotQA train split at sentence / paragraph / keyword granularity plus RULER-style
 synthetic tasks, paragraph-aligned 512-token windows (paragraph order reshuffled each epoch), loss = unit-level BCE
 on the mean keep log-odds of each unit's tokens + ``token_loss_weight`` x token-level keep BCE (``pos_weight``) +
 ``tag_loss_weight`` x B/I/E cross-entropy on kept tokens; AdamW with a higher learning rate on the head and top
 layers, warmup then linear decay, bf16 autocast, attention dropout 0. Checkpoints every few minutes; ``--resume``
-continues from the last one with the same data order.
+continues from the last one with the same data order, also on another device (``device``: where it runs; the
+weights then differ from an uninterrupted run only by rounding).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class TrainConfig:
     data_sha256: str | None = None  # sha256 of ``data`` when the run started; a changed file is refused
     holdout: float = 0.1  # share of the user's records held out (a hash of each record, not the seed)
     checkpoint_minutes: float = 10.0
-    bf16: bool = False  # only on CPUs with AMX (devices.bf16_is_fast); ~20x slower on AVX2
+    bf16: bool = False  # CUDA, or CPUs with AMX (devices.bf16_is_fast); ~20x slower on AVX2
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "mps"; one that is not there is an error (devices.resolve_device)
     threads: int = 2
     log_every: int = 25
 
@@ -260,13 +262,14 @@ def critic_loss(logits: Any, batch: dict[str, Any], config: TrainConfig) -> tupl
     tags = batch["tags"]
     keep_logit = torch.logsumexp(token_logits[:, [TAG_B, TAG_I, TAG_E]], dim=-1) - token_logits[:, TAG_O]
     is_keep = (tags != TAG_O).float()
-    token_loss = F.binary_cross_entropy_with_logits(keep_logit, is_keep, pos_weight=torch.tensor(config.pos_weight))
+    pos_weight = keep_logit.new_tensor(config.pos_weight)
+    token_loss = F.binary_cross_entropy_with_logits(keep_logit, is_keep, pos_weight=pos_weight)
     unit_ids = batch["unit_ids"]
     valid = unit_ids >= 0
     n_units = int(batch["unit_labels"].shape[0])
     if n_units and bool(valid.any()):
-        sums = torch.zeros(n_units).index_add(0, unit_ids[valid], keep_logit[valid])
-        counts = torch.zeros(n_units).index_add(0, unit_ids[valid], torch.ones(int(valid.sum())))
+        sums = keep_logit.new_zeros(n_units).index_add(0, unit_ids[valid], keep_logit[valid])
+        counts = keep_logit.new_zeros(n_units).index_add(0, unit_ids[valid], keep_logit.new_ones(int(valid.sum())))
         has = counts > 0
         unit_logit = sums[has] / counts[has]
         unit_loss = F.binary_cross_entropy_with_logits(unit_logit, batch["unit_labels"][has])
@@ -405,8 +408,10 @@ def train(
     """
     import torch
 
+    from cprs_integrations.models.devices import resolve_device
     from cprs_integrations.models.encoder import EncoderCritic, uses_token_types
 
+    device = torch.device(resolve_device(config.device))  # before anything is built: a missing GPU fails at once
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = output / "checkpoint"
@@ -414,20 +419,23 @@ def train(
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     model, tokenizer = new_critic_model(config)
-    critic = EncoderCritic(model, tokenizer, name_or_path="training")
+    critic = EncoderCritic(model, tokenizer, name_or_path="training")  # for its tokenizer and prompt layout
+    model.to(device)
     model.train()
     optimizer = _optimizer(model, config)
     step, epoch, position = 0, 0, 0
     history: list[dict[str, float]] = []
     elapsed_before = 0.0
     if resume and (checkpoint_dir / "state.pt").is_file():
-        state = torch.load(checkpoint_dir / "state.pt", weights_only=False)
+        state = torch.load(checkpoint_dir / "state.pt", weights_only=False, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         history, elapsed_before = state["history"], state["elapsed"]
         if "torch_rng" in state:  # dropout draws continue as if the run had not stopped
             torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         logger.info("resumed at step %d (epoch %d, batch %d)", step, epoch, position)
     started = time.time()
     last_checkpoint = time.time()
@@ -441,11 +449,12 @@ def train(
         logger.info("epoch %d: %d windows, %d batches", epoch, len(records), len(batches))
         while position < len(batches) and step < last_step:
             batch = collate([records[i] for i in batches[position]], pad_id, token_types)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             for group in optimizer.param_groups:
                 group["lr"] = (config.lr_head if group is optimizer.param_groups[0] else config.lr_body) * _lr_factor(
                     step, config
                 )
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
             loss, parts = critic_loss(logits, batch, config)
             optimizer.zero_grad(set_to_none=True)
@@ -502,7 +511,7 @@ def train(
 #: The run's recipe, written when it starts; a resume must bring the same one (data file and its sha256 included).
 RUN_CONFIG = "run_config.json"
 #: Config fields that do not change the weights: a resume may change them.
-_RESUMABLE_CHANGES = frozenset({"checkpoint_minutes", "log_every"})
+_RESUMABLE_CHANGES = frozenset({"checkpoint_minutes", "log_every", "device"})
 
 
 def _check_run_config(output: Path, config: TrainConfig, resume: bool) -> None:
@@ -551,6 +560,7 @@ def _save_checkpoint(
         "history": history,
         "elapsed": elapsed,
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(model.device) if model.device.type == "cuda" else None,
     }
     torch.save(state, folder / "state.tmp")
     (folder / "state.tmp").replace(folder / "state.pt")
@@ -563,7 +573,7 @@ def _save_critic(model: Any, tokenizer: Any, folder: Path, config: TrainConfig, 
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    export = copy.deepcopy(model).to(torch.bfloat16).eval()
+    export = copy.deepcopy(model).to("cpu", torch.bfloat16).eval()
     export.config.cprs_critic = {"kind": "encoder", "tags": list(ID2LABEL.values()), "trained_steps": step}
     export.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

@@ -109,3 +109,43 @@ def test_token_types_and_top_layers_come_from_the_model() -> None:
     batch = collate([record], 0, token_types=False)
     assert "token_type_ids" not in batch
     roberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # runs without token types
+
+
+def test_a_missing_device_is_an_error_before_anything_is_written(tiny_config: TrainConfig, tmp_path: Path, capsys):
+    import torch
+
+    from cprs_integrations.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: asking for it is not an error here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train(replace(tiny_config, device="cuda"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        train(replace(tiny_config, device="tpu"), tmp_path / "run")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"seed": 1, "max_steps": 1}))
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "cli"), "--device", "cuda:0"]) == 2
+    assert "cuda:0" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
+    from cprs_integrations.training.fine_tune import fine_tune_config
+
+    with pytest.raises(ValueError, match="CUDA is not available"):  # before the (missing) records are read
+        fine_tune_config(tmp_path / "missing.jsonl", device="cuda")
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA device")
+def test_training_on_cuda_resumes_like_an_uninterrupted_run(tiny_config: TrainConfig, tmp_path: Path):
+    # Runs where a GPU is lent (benchmarks/gpu_train.sh); a CPU machine skips it.
+    import torch
+
+    config = replace(tiny_config, device="cuda", bf16=True)
+    straight = train(config, tmp_path / "straight")
+    train(config, tmp_path / "stopped", stop_after_minutes=0.0)
+    resumed = train(config, tmp_path / "stopped", resume=True)
+    a, b = _weights(straight), _weights(resumed)
+    # CUDA's index_add sums in no fixed order: equal up to the last bits of the bf16 export
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-2) for k in a)
+    engine = CPRSEngine.from_pretrained(straight, device="cpu", dtype="float32", window_tokens=96)
+    [result] = engine.compress("Who wrote it?", ["One sentence here. Another one there."], target_ratio=0.5)
+    assert result.compressed_tokens <= result.original_tokens * 0.5
