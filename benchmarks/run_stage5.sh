@@ -45,11 +45,16 @@ for ALPHA in ${ALPHAS:-0.5}; do
     $PY -m benchmarks.critic_dev --model "$CRITIC" --threads 1 --tasks paraphrase squad --hops 1 \
       --out "$OUT/paraphrase_squad_$TAG.json"
   ) > "$OUT/lane_a_$TAG.log" 2>&1 &
+  LANE_A=$!
   (
     $PY -m benchmarks.critic_dev --model "$CRITIC" --threads 1 --tasks hotpot --hops $HOTPOT_HOPS \
       --out "$OUT/hotpot_dev_$TAG.json"
     [ "$TEST300" = 0 ] || $PY -m benchmarks.critic_dev --model "$CRITIC" --threads 1 --tasks hotpot \
       --hotpot-split test --limit 300 --hops $HOTPOT_HOPS --out "$OUT/hotpot_test300_$TAG.json"
   ) > "$OUT/lane_b_$TAG.log" 2>&1 &
-  wait
+  LANE_B=$!
+  FAILED=0
+  wait "$LANE_A" || { echo "lane A of $TAG failed: $OUT/lane_a_$TAG.log" >&2; FAILED=1; }
+  wait "$LANE_B" || { echo "lane B of $TAG failed: $OUT/lane_b_$TAG.log" >&2; FAILED=1; }
+  [ "$FAILED" = 0 ] || exit 1
 done

@@ -555,7 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's, 2)")
     train.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: the config's, cpu); a missing one is an error"
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N or mps (default: the config's, cpu); a missing one is an error",
     )
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
     train.add_argument("--stop-after-minutes", type=float, default=None, help="save and stop after this long")

@@ -171,6 +171,7 @@ class BatchScheduler:
         self._queued = 0
         self._threads: list[threading.Thread] = []
         self._closing = False
+        self._generation = 0  # bumped by close(): a worker of an older generation stops after its batch
         self._stats = dict.fromkeys(
             ("requests", "windows", "batches", "tokens", "padding_tokens", "oom_splits", "queue_wait_s"), 0
         )
@@ -196,6 +197,8 @@ class BatchScheduler:
         order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]), reverse=True)
         call.queue.extend(order)
         with self._lock:
+            if _EXITING:
+                raise CallCancelledError("the interpreter is exiting: no new windows are scored")
             self._stats["requests"] += 1
             if not rows:
                 call.done.set()
@@ -229,7 +232,10 @@ class BatchScheduler:
             # The thread holds the scheduler only weakly (and only while it works), so an engine nobody uses any
             # more is freed, critic included, and its threads end.
             thread = threading.Thread(
-                target=_worker_loop, args=(weakref.ref(self), index), name=f"cprs-worker-{index}", daemon=True
+                target=_worker_loop,
+                args=(weakref.ref(self), index, self._generation),
+                name=f"cprs-worker-{index}",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
@@ -316,25 +322,31 @@ class BatchScheduler:
         return batch
 
     def close(self) -> None:
-        """Stop the worker threads and fail the queued calls (``CallCancelledError``); a batch running finishes.
-        Submitting again starts new workers."""
+        """Stop the worker threads and fail the queued calls (``CallCancelledError``); a batch running finishes
+        (waited for up to :data:`CLOSE_WAIT_S`; a worker still busy then stops after its batch). Submitting again
+        starts new workers."""
+        threads = self._stop_workers()
+        _join(threads, time.monotonic() + CLOSE_WAIT_S)
+        with self._lock:
+            if not _EXITING:
+                self._closing = False
+
+    def _stop_workers(self) -> list[threading.Thread]:
+        """Tell the workers to stop and fail the queued calls; returns the threads to join."""
         with self._lock:
             calls = list(self._active)
+            threads, self._threads = self._threads, []
             self._closing = True
+            self._generation += 1
             self._work.notify_all()
         for call in calls:
             self._fail(call, CallCancelledError("the engine was closed before these windows were scored"))
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=CLOSE_WAIT_S)
-        with self._lock:
-            self._threads = []
-            self._closing = False
+        return [t for t in threads if t is not threading.current_thread()]
 
-    def _serve_once(self, worker: int) -> bool:
-        """Take and run one batch; ``False`` when the worker should stop (closed)."""
+    def _serve_once(self, worker: int, generation: int) -> bool:
+        """Take and run one batch; ``False`` when the worker should stop (closed, or an older generation)."""
         with self._lock:
-            if self._closing:
+            if self._closing or generation != self._generation:
                 return False
             batch = self._next_batch()
         if batch:
@@ -418,11 +430,11 @@ def _row_tokens(call: _Call, index: int) -> int:
     return len(ids) + layout.overhead
 
 
-def _worker_loop(scheduler_ref: weakref.ReferenceType[BatchScheduler], worker: int) -> None:
+def _worker_loop(scheduler_ref: weakref.ReferenceType[BatchScheduler], worker: int, generation: int) -> None:
     """A worker thread: serve batches while its scheduler exists and is open."""
     while True:
         scheduler = scheduler_ref()
-        if scheduler is None or not scheduler._serve_once(worker):
+        if scheduler is None or not scheduler._serve_once(worker, generation):
             return
         del scheduler  # hold it only while serving
 
@@ -467,10 +479,31 @@ def _after_fork_in_child() -> None:
         scheduler._reset_after_fork()
 
 
+def _join(threads: list[threading.Thread], deadline: float) -> list[threading.Thread]:
+    """Join ``threads`` until ``deadline`` (``time.monotonic()``); returns those still alive."""
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return [t for t in threads if t.is_alive()]
+
+
+#: Set at interpreter exit: schedulers stay closed and refuse new calls.
+_EXITING = False
+
+
 def _close_at_exit() -> None:
-    # atexit callbacks run before finalization kills daemon threads: no worker may be inside torch by then.
-    for scheduler in list(_SCHEDULERS):
-        scheduler.close()
+    # atexit callbacks run before finalization kills daemon threads: no worker may be inside torch by then. Every
+    # scheduler is told first, then all are waited for against one deadline.
+    global _EXITING
+    _EXITING = True
+    threads = [t for scheduler in list(_SCHEDULERS) for t in scheduler._stop_workers()]
+    busy = _join(threads, time.monotonic() + CLOSE_WAIT_S)
+    if busy:
+        logger.warning(
+            "cprs: %d critic worker(s) still scoring %.0f s after exit began; the process may abort "
+            "(pytorch/pytorch#38228)",
+            len(busy),
+            CLOSE_WAIT_S,
+        )
 
 
 if hasattr(os, "register_at_fork"):

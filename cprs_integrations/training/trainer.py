@@ -5,8 +5,9 @@ synthetic tasks, paragraph-aligned 512-token windows (paragraph order reshuffled
 on the mean keep log-odds of each unit's tokens + ``token_loss_weight`` x token-level keep BCE (``pos_weight``) +
 ``tag_loss_weight`` x B/I/E cross-entropy on kept tokens; AdamW with a higher learning rate on the head and top
 layers, warmup then linear decay, bf16 autocast, attention dropout 0. Checkpoints every few minutes; ``--resume``
-continues from the last one with the same data order, also on another device (``device``: where it runs; the
-weights then differ from an uninterrupted run only by rounding).
+continues from the last one with the same data order, also on another device (``device``). On the same device a
+resumed run equals an uninterrupted one; on another, the dropout draws come from that device's generator, so the
+weights differ from an uninterrupted run's (as they would between devices anyway).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def test_a_missing_device_is_an_error_before_anything_is_written(tiny_config: Tr
 
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA device")
 def test_training_on_cuda_resumes_like_an_uninterrupted_run(tiny_config: TrainConfig, tmp_path: Path):
-    # Runs where a GPU is lent (benchmarks/gpu_train.sh); a CPU machine skips it.
+    # Runs on a machine with CUDA (python -m pytest -k cuda there); a CPU machine skips it.
     import torch
 
     config = replace(tiny_config, device="cuda", bf16=True)
@@ -144,8 +144,8 @@ def test_training_on_cuda_resumes_like_an_uninterrupted_run(tiny_config: TrainCo
     train(config, tmp_path / "stopped", stop_after_minutes=0.0)
     resumed = train(config, tmp_path / "stopped", resume=True)
     a, b = _weights(straight), _weights(resumed)
-    # CUDA's index_add sums in no fixed order: equal up to the last bits of the bf16 export
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-2) for k in a)
+    # CUDA's index_add sums in no fixed order: equal up to about one bf16 rounding step
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-2, atol=1e-2) for k in a)
     engine = CPRSEngine.from_pretrained(straight, device="cpu", dtype="float32", window_tokens=96)
     [result] = engine.compress("Who wrote it?", ["One sentence here. Another one there."], target_ratio=0.5)
     assert result.compressed_tokens <= result.original_tokens * 0.5

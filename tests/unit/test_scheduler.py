@@ -221,6 +221,48 @@ def test_close_fails_queued_calls_and_a_later_call_starts_again(minilm_tokenizer
     assert res.text
 
 
+def test_a_worker_still_busy_after_close_stops_after_its_batch(minilm_tokenizer, monkeypatch):
+    from cprs_integrations.engine import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "CLOSE_WAIT_S", 0.01)
+    critic = SlowCritic(minilm_tokenizer, window_tokens=64, batch_size=1, delay=0.5)
+    engine = CPRSEngine(critic, max_wait_ms=0)
+    long_text = " ".join(text_about("glacier", i) for i in range(5))
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.compress("glacier", [long_text], target_ratio=0.2)
+        except BaseException as error:
+            outcome.append(error)
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not engine.scheduler._threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [old_worker] = engine.scheduler._threads
+    time.sleep(0.1)  # inside its first 0.5 s batch
+    engine.close()  # gives up waiting after 0.01 s
+    assert old_worker.is_alive()
+    [res] = engine.compress("zebra", [text_about("zebra", 1)], target_ratio=0.3)  # new workers serve it
+    assert res.text
+    old_worker.join(timeout=5)
+    assert not old_worker.is_alive()  # it did not go on serving beside the new worker
+    caller.join(timeout=10)
+    assert type(outcome[0]).__name__ == "CallCancelledError"
+
+
+def test_no_call_is_taken_once_the_interpreter_exits(minilm_tokenizer, monkeypatch):
+    from cprs_integrations.engine import scheduler as scheduler_module
+    from cprs_integrations.engine.scheduler import CallCancelledError
+
+    engine = CPRSEngine(SlowCritic(minilm_tokenizer, window_tokens=64, batch_size=1, delay=0.0), max_wait_ms=0)
+    monkeypatch.setattr(scheduler_module, "_EXITING", True)
+    with pytest.raises(CallCancelledError, match="exiting"):
+        engine.compress("zebra", [text_about("zebra", 1)], target_ratio=0.3)
+
+
 def test_a_critic_that_returns_too_few_arrays_is_an_error_not_a_hang(minilm_tokenizer):
     class Short(KeywordCritic):
         def score_windows(self, layout, windows):
