@@ -91,7 +91,9 @@ _JOINABLE_NEWLINE = regex.compile(
     rf"(?<=\S[^\S\n]*)(?<![.!?…‼‽{_STOPS}][{_CLOSERS}]*[^\S\n]*)\n(?=[^\S\n]*(?:>[^\S\n]*)*\p{{Ll}})"
 )
 # Abbreviations that ICU's CLDR list lacks: titles and Latin shorthands never end a sentence; reference words and
-# months do not when a number (or Roman numeral) follows; nor does a single capital initial ("C. Robert").
+# months do not when a number (or Roman numeral) follows; nor does a single capital initial ("C. Robert") unless an
+# English word that starts sentences, not names, follows ("vitamin C. The", "VAR B. There": Punkt's orthographic
+# heuristic, Kiss & Strunk 2006, with a fixed list instead of learned statistics).
 _TITLES = (
     "Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Jr|St|Mt|Ft|Gen|Gov|Sen|Rep|Rev|Hon|Capt|Col|Lt|Sgt|Cpl|Maj|Adm|Cmdr|Insp|Supt|Pres"
     "|Messrs|Mme|Mlle|approx|ca|cf|vs|viz|e\\.g|i\\.e|resp|incl|esp|Fr|Bros"
@@ -100,7 +102,13 @@ _NUMBERED = (
     "Fig|Figs|Eq|Eqs|Tab|Vol|Vols|No|Nos|Nr|pp|p|ch|chap|sec|art|para|Ref|Refs|ed|eds"
     "|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
 )
-_ABBREVIATION = regex.compile(rf"(?<![\w.\-])(?:(?i:{_TITLES})|(?!I\.)\p{{Lu}})\.\Z")  # "than I." ends one
+_ABBREVIATION = regex.compile(rf"(?<![\w.\-])(?i:{_TITLES})\.\Z")
+_INITIAL = regex.compile(r"(?<![\w.\-])(?!I\.)\p{Lu}\.\Z")  # "than I." ends one
+_SENTENCE_STARTER = regex.compile(
+    r"(?:The|There|Then|This|That|These|Those|It|Its|He|She|They|We|You|I|A|An|In|On|At|As|But|And|So|If|When|While"
+    r"|After|Before|Since|Because|However|Also|Thus|His|Her|Their|Our|My|No|Not|What|Who|Which|Where|Why|How|Now"
+    r"|Here|Some|Many|Most|All|Each|Every|Both|For|From|To|With|Of)\b(?!\.)"  # "A. Hill" is an initial
+)
 _NUMBERED_ABBREVIATION = regex.compile(rf"(?<![\w.\-])(?i:{_NUMBERED})\.\Z")
 _NUMBER_NEXT = regex.compile(r"\d|[IVXLC]+\b")
 _CLAUSE = regex.compile(rf"[,;:][{_CLOSERS}]*(?=\s)|[，、；：﹐﹑﹔﹕､،؛፣፤][{_CLOSERS}]*")
@@ -491,6 +499,8 @@ def _false_break(icu_text: str, cut: int, lower_next: bool) -> bool:
     window = max(0, j - 24)
     if _ABBREVIATION.search(icu_text, window, j):
         return True
+    if _INITIAL.search(icu_text, window, j):
+        return not _SENTENCE_STARTER.match(icu_text, cut)
     return bool(_NUMBERED_ABBREVIATION.search(icu_text, window, j) and _NUMBER_NEXT.match(icu_text, cut))
 
 

@@ -54,6 +54,11 @@ ABBREVIATIONS_AND_NUMBERS = [
     ("We met at MIT. Then we left.", ["We met at MIT.", "Then we left."]),
     ("VAR UWCCT = VAR LCANT. There is a gap.", ["VAR UWCCT = VAR LCANT.", "There is a gap."]),
     ("Ask for ZMr. Then wait.", ["Ask for ZMr.", "Then wait."]),
+    # A single capital with a period is an initial unless a word that starts sentences, not names, follows.
+    ("I take vitamin C. The doctor agreed.", ["I take vitamin C.", "The doctor agreed."]),
+    ("VAR A = VAR B. There it is.", ["VAR A = VAR B.", "There it is."]),
+    ("It was John F. Kennedy who spoke. Then he left.", ["It was John F. Kennedy who spoke.", "Then he left."]),
+    ("Led by L. A. Hill and others. It grew.", ["Led by L. A. Hill and others.", "It grew."]),
     # ... while whole entries of CLDR's list (not in our own list above) still do not end one.
     ("See the Misc. Items here. Then go.", ["See the Misc. Items here.", "Then go."]),
     ("Take (Alt. Route) home. Then rest.", ["Take (Alt. Route) home.", "Then rest."]),
