@@ -53,8 +53,8 @@ def fine_tune_config(
         holdout: Share of records held out for the report.
         seed: Seed of the data order and the head's initialisation (default: the recipe's).
         threads: torch CPU threads (default: the recipe's, 2).
-        device: Where to train: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (default: the recipe's, cpu).
         recipe: A config file with the other settings.
+        device: Where to train: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (default: the recipe's, cpu).
 
     Raises:
         ValueError: a bad record (line and field named), ``epochs < 1``, a bad ``holdout``, a ``device`` that is
@@ -69,7 +69,6 @@ def fine_tune_config(
         raise ValueError(f"epochs={epochs!r}: expected at least 1")
     if device is not None:
         resolve_device(device)  # checked before the records are read
-
     train_records, _ = split_records(read_records(data), holdout)  # every record checked here
     start = Path(init_from) if init_from is not None else default_critic_path()
     config = TrainConfig.from_file(recipe)

@@ -223,6 +223,7 @@ def test_close_fails_queued_calls_and_a_later_call_starts_again(minilm_tokenizer
 
 def test_a_worker_still_busy_after_close_stops_after_its_batch(minilm_tokenizer, monkeypatch):
     from cprs_integrations.engine import scheduler as scheduler_module
+    from cprs_integrations.engine.scheduler import CallCancelledError
 
     monkeypatch.setattr(scheduler_module, "CLOSE_WAIT_S", 0.01)
     critic = SlowCritic(minilm_tokenizer, window_tokens=64, batch_size=1, delay=0.5)
@@ -250,7 +251,7 @@ def test_a_worker_still_busy_after_close_stops_after_its_batch(minilm_tokenizer,
     old_worker.join(timeout=5)
     assert not old_worker.is_alive()  # it did not go on serving beside the new worker
     caller.join(timeout=10)
-    assert type(outcome[0]).__name__ == "CallCancelledError"
+    assert isinstance(outcome[0], CallCancelledError)
 
 
 def test_no_call_is_taken_once_the_interpreter_exits(minilm_tokenizer, monkeypatch):
